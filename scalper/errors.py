@@ -1,0 +1,21 @@
+"""User-facing errors.
+
+A `ScalperError` is a mistake the user can fix (a bad file, a bad setting, bad data). The CLI prints
+it as one line and exits non-zero, never with a traceback: the message must say what and where.
+"""
+
+from __future__ import annotations
+
+
+class ScalperError(Exception):
+    """A user mistake: printed as one line by the CLI, exit code `exit_code`."""
+
+    exit_code: int = 2
+
+
+class ConfigError(ScalperError):
+    """The configuration file is invalid (names file, key, value and why)."""
+
+
+class DataError(ScalperError):
+    """A bars file is unreadable or invalid (names file, row and why)."""
