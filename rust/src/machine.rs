@@ -1,0 +1,363 @@
+//! The trading state machine of SPEC §4: session roll, decisions at the bar close through the risk
+//! gate, and trade accounting at every exit fill.
+//!
+//! `Book` is the whole decision state. It never fills anything itself: fills come from a broker,
+//! the simulated one (`FillSim`) in backtests and paper trading or a real one live. `step` is the
+//! one per-bar sequence that every driver runs: the batch backtest, the sweep and the incremental
+//! `Engine` all call it, so they cannot disagree.
+
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::{in_window, SessionClock};
+use crate::indicators::Indicator;
+use crate::params::Params;
+use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
+
+/// A closed round trip, as in the trades output of SPEC §4.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trade {
+    pub entry_ts: i64,
+    pub exit_ts: i64,
+    pub side: i8,
+    pub qty: i64,
+    pub entry_price: f64,
+    pub exit_price: f64,
+    pub pnl: f64,
+    pub reason: ExitReason,
+}
+
+/// One bar as it arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bar {
+    pub ts: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: i64,
+}
+
+/// What the calendar and the indicator say about a bar (precomputed by sweeps, computed on the
+/// fly by the incremental engine).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BarContext {
+    /// Session day of the bar (from its start time).
+    pub session_day: i32,
+    /// Local seconds-of-day of the bar's close time `ts + bar_seconds`.
+    pub close_seconds: i32,
+    /// Indicator value after this bar's close (NaN while undefined).
+    pub indicator: f64,
+}
+
+/// Position, daily risk counters and the account, everything a decision depends on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Book {
+    pub session_day: Option<i32>,
+    pub daily_pnl: f64,
+    pub daily_peak: f64,
+    pub trades_today: i64,
+    pub consecutive_losses: i64,
+    pub pause_until: i64,
+    pub cumulative_pnl: f64,
+    pub halted: bool,
+    /// Entries refused by an operator (pause), unlike `halted` exits still run.
+    pub entries_paused: bool,
+    pub side: i8,
+    pub qty: i64,
+    pub entry_price: f64,
+    pub entry_ts: i64,
+    /// An order was decided and its fill has not arrived yet; no new decision until it does.
+    pub in_flight: Option<Order>,
+    /// Sequence number of the last order decided in this session (for client order ids).
+    pub order_seq: u32,
+}
+
+impl Default for Book {
+    fn default() -> Self {
+        Book {
+            session_day: None,
+            daily_pnl: 0.0,
+            daily_peak: 0.0,
+            trades_today: 0,
+            consecutive_losses: 0,
+            pause_until: i64::MIN,
+            cumulative_pnl: 0.0,
+            halted: false,
+            entries_paused: false,
+            side: 0,
+            qty: 0,
+            entry_price: 0.0,
+            entry_ts: 0,
+            in_flight: None,
+            order_seq: 0,
+        }
+    }
+}
+
+impl Book {
+    /// SPEC §4.1: a new session date resets the daily counters. Returns whether it rolled.
+    #[inline(always)]
+    pub fn roll(&mut self, session_day: i32) -> bool {
+        if self.session_day == Some(session_day) {
+            return false;
+        }
+        self.session_day = Some(session_day);
+        self.daily_pnl = 0.0;
+        self.daily_peak = 0.0;
+        self.trades_today = 0;
+        self.consecutive_losses = 0;
+        self.pause_until = i64::MIN;
+        self.order_seq = 0;
+        true
+    }
+
+    /// Applies a fill; an exit fill closes the position and returns the trade (SPEC §4.7).
+    #[inline(always)]
+    pub fn apply_fill(&mut self, p: &Params, fill: &Fill) -> Option<Trade> {
+        self.in_flight = None;
+        match fill.kind {
+            OrderKind::Entry => {
+                self.side = fill.action;
+                self.qty = fill.qty;
+                self.entry_price = fill.price;
+                self.entry_ts = fill.ts;
+                self.trades_today += 1;
+                None
+            }
+            OrderKind::Exit(reason) => {
+                let qty = self.qty as f64;
+                let pnl = f64::from(self.side) * (fill.price - self.entry_price) * qty * p.point_value
+                    - 2.0 * p.commission_per_side * qty;
+                let trade = Trade {
+                    entry_ts: self.entry_ts,
+                    exit_ts: fill.ts,
+                    side: self.side,
+                    qty: self.qty,
+                    entry_price: self.entry_price,
+                    exit_price: fill.price,
+                    pnl,
+                    reason,
+                };
+                self.side = 0;
+                self.qty = 0;
+                self.account(p, pnl, fill.ts);
+                Some(trade)
+            }
+        }
+    }
+
+    fn account(&mut self, p: &Params, pnl: f64, ts: i64) {
+        self.daily_pnl += pnl;
+        self.cumulative_pnl += pnl;
+        self.daily_peak = self.daily_peak.max(self.daily_pnl);
+        if pnl < 0.0 {
+            self.consecutive_losses += 1;
+            if p.max_consecutive_losses > 0 && self.consecutive_losses >= p.max_consecutive_losses {
+                self.pause_until = ts + p.loss_pause_ns;
+            }
+        } else {
+            self.consecutive_losses = 0;
+        }
+        let killed = p.kill_switch_loss > 0.0 && self.cumulative_pnl <= -p.kill_switch_loss;
+        let broke = p.min_account_balance > 0.0
+            && p.starting_capital + self.cumulative_pnl < p.min_account_balance;
+        if killed || broke {
+            self.halted = true;
+        }
+    }
+
+    /// SPEC §4.5–4.6: the decision at a bar's close `c`, as a market order for the next bar.
+    #[inline(always)]
+    pub fn decide(&mut self, p: &Params, c: i64, close_seconds: i32, volume: i64, x: f64) -> Option<Order> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let order = if self.side != 0 {
+            let reason = self.exit_reason(p, c, close_seconds, x)?;
+            Order { action: -self.side, qty: self.qty, kind: OrderKind::Exit(reason) }
+        } else {
+            let side = p.rule.entry_side(x);
+            if side == 0 || volume < p.min_volume || !self.gate_open(p, c, close_seconds) {
+                return None;
+            }
+            Order { action: side, qty: p.position_size, kind: OrderKind::Entry }
+        };
+        self.in_flight = Some(order);
+        self.order_seq += 1;
+        Some(order)
+    }
+
+    #[inline(always)]
+    fn exit_reason(&self, p: &Params, c: i64, close_seconds: i32, x: f64) -> Option<ExitReason> {
+        if self.halted {
+            Some(ExitReason::Kill)
+        } else if in_window(close_seconds, p.flatten_at, p.session_end) {
+            Some(ExitReason::Eod)
+        } else if p.max_position_ns > 0 && c - self.entry_ts >= p.max_position_ns {
+            Some(ExitReason::MaxDuration)
+        } else if p.rule.exits(self.side, x) {
+            Some(ExitReason::Signal)
+        } else {
+            None
+        }
+    }
+
+    /// The risk gate of SPEC §4.6 (a limit of 0 disables its check).
+    #[inline(always)]
+    pub fn gate_open(&self, p: &Params, c: i64, close_seconds: i32) -> bool {
+        !self.halted
+            && !self.entries_paused
+            && in_window(close_seconds, p.entry_start, p.entry_end)
+            && (p.daily_loss_limit == 0.0 || self.daily_pnl > -p.daily_loss_limit)
+            && (p.daily_drawdown_limit == 0.0
+                || self.daily_peak - self.daily_pnl < p.daily_drawdown_limit)
+            && c >= self.pause_until
+            && (p.max_trades_per_day == 0 || self.trades_today < p.max_trades_per_day)
+    }
+}
+
+/// One bar of SPEC §4 with the simulated broker: roll, fills at the open and intrabar, then (if
+/// `decide`) the decision at the close, which goes to the simulator as the next bar's order.
+#[inline(always)]
+pub fn step(
+    p: &Params,
+    book: &mut Book,
+    sim: &mut FillSim,
+    bar: &Bar,
+    at: &BarContext,
+    decide: bool,
+    mut on_fill: impl FnMut(&Fill, Option<Trade>),
+) -> Option<Order> {
+    book.roll(at.session_day);
+    sim.on_bar(p, bar.ts, bar.open, bar.high, bar.low, |fill| {
+        let trade = book.apply_fill(p, &fill);
+        on_fill(&fill, trade);
+    });
+    if !decide {
+        return None;
+    }
+    let order = book.decide(p, bar.ts + p.bar_ns, at.close_seconds, bar.volume, at.indicator);
+    if let Some(order) = order {
+        sim.submit(order);
+    }
+    order
+}
+
+/// The incremental engine: bars one at a time, orders out, fills in (from its own simulator or
+/// from outside), and its whole state as bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Engine {
+    pub params: Params,
+    #[serde(skip, default)]
+    clock: Option<SessionClock>,
+    indicator: Indicator,
+    pub book: Book,
+    /// `Some` when the engine fills its own orders (backtest semantics, paper trading).
+    pub sim: Option<FillSim>,
+    pub last_bar: Option<Bar>,
+    pub bars_seen: u64,
+}
+
+/// Snapshot format version; bump when the serialized layout changes.
+const SNAPSHOT_VERSION: u8 = 1;
+
+impl Engine {
+    pub fn new(params: Params, simulate_fills: bool) -> Result<Self, String> {
+        let clock = SessionClock::new(&params.timezone, params.session_end)?;
+        Ok(Engine {
+            indicator: Indicator::for_rule(&params.rule),
+            clock: Some(clock),
+            params,
+            book: Book::default(),
+            sim: simulate_fills.then(FillSim::default),
+            last_bar: None,
+            bars_seen: 0,
+        })
+    }
+
+    fn clock(&mut self) -> &mut SessionClock {
+        let p = &self.params;
+        self.clock.get_or_insert_with(|| {
+            SessionClock::new(&p.timezone, p.session_end).expect("validated at construction")
+        })
+    }
+
+    /// Session day of a timestamp (the roll of SPEC §4.1 is driven by it).
+    pub fn session_day(&mut self, ts: i64) -> i32 {
+        self.clock().local(ts).session_day
+    }
+
+    /// Feeds one bar. Returns the order decided at its close (if any) and the fills/trades that
+    /// the simulator produced inside it (empty with external fills).
+    pub fn on_bar(&mut self, bar: Bar) -> (Option<Order>, Vec<(Fill, Option<Trade>)>) {
+        let close_ts = bar.ts + self.params.bar_ns;
+        let session_day = self.clock().local(bar.ts).session_day;
+        let close_seconds = self.clock().local(close_ts).seconds_of_day;
+        let at = BarContext { session_day, close_seconds, indicator: self.indicator.update(bar.close) };
+        self.last_bar = Some(bar);
+        self.bars_seen += 1;
+        let mut fills = Vec::new();
+        let order = match self.sim.as_mut() {
+            Some(sim) => step(&self.params, &mut self.book, sim, &bar, &at, true, |f, t| {
+                fills.push((*f, t))
+            }),
+            None => {
+                self.book.roll(at.session_day);
+                self.book.decide(&self.params, close_ts, close_seconds, bar.volume, at.indicator)
+            }
+        };
+        (order, fills)
+    }
+
+    /// A fill from an outside broker. The session roll runs first, as it would at the start of
+    /// the bar in which the fill happened.
+    pub fn on_fill(&mut self, fill: Fill) -> Result<Option<Trade>, String> {
+        let expected = self.book.in_flight;
+        match (fill.kind, self.book.side) {
+            (OrderKind::Entry, 0) => {}
+            (OrderKind::Exit(_), side) if side != 0 && fill.action == -side && fill.qty == self.book.qty => {}
+            _ => {
+                return Err(format!(
+                    "fill {:?} does not match the position (side {}, qty {}, in flight {:?})",
+                    fill, self.book.side, self.book.qty, expected
+                ))
+            }
+        }
+        let day = self.session_day(fill.ts);
+        self.book.roll(day);
+        Ok(self.book.apply_fill(&self.params, &fill))
+    }
+
+    /// The broker refused or cancelled the order in flight: decisions resume at the next bar.
+    pub fn on_reject(&mut self) -> Option<Order> {
+        self.book.in_flight.take()
+    }
+
+    /// End of data (SPEC §4.8): drops the working order, closes the position at the last close.
+    pub fn finish(&mut self) -> Option<Trade> {
+        let bar = self.last_bar?;
+        self.book.in_flight = None;
+        let sim = self.sim.as_mut()?;
+        let fill = sim.close_out(&self.params, bar.ts, bar.close)?;
+        self.book.apply_fill(&self.params, &fill)
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        out.extend(postcard::to_stdvec(self).expect("engine state serializes"));
+        out
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&SNAPSHOT_VERSION, body)) => {
+                let mut engine: Engine =
+                    postcard::from_bytes(body).map_err(|e| format!("corrupt engine snapshot: {e}"))?;
+                engine.clock = Some(SessionClock::new(&engine.params.timezone, engine.params.session_end)?);
+                Ok(engine)
+            }
+            Some((v, _)) => Err(format!("engine snapshot version {v}, expected {SNAPSHOT_VERSION}")),
+            None => Err("empty engine snapshot".to_string()),
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! Python bindings (`scalper._engine`): NumPy columns in without copying, results out as NumPy
+//! arrays and plain dicts. The GIL is released while the engine runs.
+
+use numpy::{IntoPyArray, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::batch::{self, Columns};
+use crate::machine::{Bar, Engine, Trade};
+use crate::metrics::Metrics;
+use crate::params::{Params, Rule, NS_PER_MIN, NS_PER_SEC};
+use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
+
+/// The keys of the flat parameter mapping built by `scalper.engine.engine_params`.
+const PARAM_KEYS: [&str; 31] = [
+    "tick_size", "point_value", "bar_seconds", "strategy", "lookback", "entry_z", "exit_z", "k",
+    "period", "oversold", "overbought", "min_volume", "position_size", "stop_loss_ticks",
+    "take_profit_ticks", "daily_loss_limit", "daily_drawdown_limit", "max_consecutive_losses",
+    "loss_pause_minutes", "max_trades_per_day", "max_position_minutes", "starting_capital",
+    "kill_switch_loss", "min_account_balance", "timezone", "entry_start", "entry_end",
+    "flatten_at", "session_end", "commission_per_side", "slippage_ticks",
+];
+
+fn value_error(msg: impl Into<String>) -> PyErr {
+    PyValueError::new_err(msg.into())
+}
+
+fn get<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    d.get_item(key)?
+        .ok_or_else(|| value_error(format!("engine parameter {key:?} is missing")))?
+        .extract()
+        .map_err(|e| value_error(format!("engine parameter {key:?}: {e}")))
+}
+
+fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Params> {
+    for key in d.keys() {
+        let key: String = key.extract()?;
+        if !PARAM_KEYS.contains(&key.as_str()) {
+            return Err(value_error(format!("unknown engine parameter {key:?}")));
+        }
+    }
+    let strategy: String = get(d, "strategy")?;
+    let lookback: usize = get(d, "lookback")?;
+    let rule = match strategy.as_str() {
+        "zscore" => Rule::ZScore { lookback, entry: get(d, "entry_z")?, exit: get(d, "exit_z")? },
+        "bollinger" => Rule::ZScore { lookback, entry: get(d, "k")?, exit: 0.0 },
+        "rsi" => Rule::Rsi {
+            period: get(d, "period")?,
+            oversold: get(d, "oversold")?,
+            overbought: get(d, "overbought")?,
+        },
+        other => return Err(value_error(format!("unknown strategy kind {other:?}"))),
+    };
+    let p = Params {
+        tick_size: get(d, "tick_size")?,
+        point_value: get(d, "point_value")?,
+        bar_ns: get::<i64>(d, "bar_seconds")? * NS_PER_SEC,
+        rule,
+        min_volume: get(d, "min_volume")?,
+        position_size: get(d, "position_size")?,
+        stop_loss_ticks: get(d, "stop_loss_ticks")?,
+        take_profit_ticks: get(d, "take_profit_ticks")?,
+        daily_loss_limit: get(d, "daily_loss_limit")?,
+        daily_drawdown_limit: get(d, "daily_drawdown_limit")?,
+        max_consecutive_losses: get(d, "max_consecutive_losses")?,
+        loss_pause_ns: get::<i64>(d, "loss_pause_minutes")? * NS_PER_MIN,
+        max_trades_per_day: get(d, "max_trades_per_day")?,
+        max_position_ns: get::<i64>(d, "max_position_minutes")? * NS_PER_MIN,
+        starting_capital: get(d, "starting_capital")?,
+        kill_switch_loss: get(d, "kill_switch_loss")?,
+        min_account_balance: get(d, "min_account_balance")?,
+        timezone: get(d, "timezone")?,
+        entry_start: get(d, "entry_start")?,
+        entry_end: get(d, "entry_end")?,
+        flatten_at: get(d, "flatten_at")?,
+        session_end: get(d, "session_end")?,
+        commission_per_side: get(d, "commission_per_side")?,
+        slippage_ticks: get(d, "slippage_ticks")?,
+    };
+    let window_ok = match p.rule {
+        Rule::ZScore { lookback, .. } => lookback >= 2,
+        Rule::Rsi { period, .. } => period >= 1,
+    };
+    if !window_ok || p.bar_ns <= 0 || p.tick_size <= 0.0 || p.position_size < 1 {
+        return Err(value_error(format!("engine parameters out of range: {p:?}")));
+    }
+    Ok(p)
+}
+
+fn action_name(action: i8) -> &'static str {
+    if action > 0 {
+        "BUY"
+    } else {
+        "SELL"
+    }
+}
+
+fn parse_action(action: &str) -> PyResult<i8> {
+    match action {
+        "BUY" | "buy" => Ok(1),
+        "SELL" | "sell" => Ok(-1),
+        other => Err(value_error(format!("order action must be BUY or SELL, not {other:?}"))),
+    }
+}
+
+fn session_date(day: i32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_default()
+}
+
+fn reason_of(kind: OrderKind) -> Option<&'static str> {
+    match kind {
+        OrderKind::Entry => None,
+        OrderKind::Exit(r) => Some(r.name()),
+    }
+}
+
+fn order_dict<'py>(py: Python<'py>, order: &Order, engine: &Engine, bar: &Bar) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let day = engine.book.session_day.unwrap_or_default();
+    d.set_item("session", session_date(day))?;
+    d.set_item("seq", engine.book.order_seq)?;
+    d.set_item("action", action_name(order.action))?;
+    d.set_item("qty", order.qty)?;
+    d.set_item("kind", if order.kind == OrderKind::Entry { "entry" } else { "exit" })?;
+    d.set_item("reason", reason_of(order.kind))?;
+    d.set_item("bar_ts", bar.ts)?;
+    d.set_item("decided_ts", bar.ts + engine.params.bar_ns)?;
+    d.set_item("stop_loss_ticks", engine.params.stop_loss_ticks)?;
+    d.set_item("take_profit_ticks", engine.params.take_profit_ticks)?;
+    Ok(d)
+}
+
+fn fill_dict<'py>(py: Python<'py>, fill: &Fill) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("ts", fill.ts)?;
+    d.set_item("action", action_name(fill.action))?;
+    d.set_item("qty", fill.qty)?;
+    d.set_item("price", fill.price)?;
+    d.set_item("kind", if fill.kind == OrderKind::Entry { "entry" } else { "exit" })?;
+    d.set_item("reason", reason_of(fill.kind))?;
+    Ok(d)
+}
+
+fn trade_dict<'py>(py: Python<'py>, t: &Trade) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("entry_ts", t.entry_ts)?;
+    d.set_item("exit_ts", t.exit_ts)?;
+    d.set_item("side", if t.side > 0 { "long" } else { "short" })?;
+    d.set_item("qty", t.qty)?;
+    d.set_item("entry_price", t.entry_price)?;
+    d.set_item("exit_price", t.exit_price)?;
+    d.set_item("pnl", t.pnl)?;
+    d.set_item("exit_reason", t.reason.name())?;
+    Ok(d)
+}
+
+fn metrics_dict<'py>(py: Python<'py>, m: &Metrics) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, value) in m.fields() {
+        if name == "trades" || name == "sessions" {
+            d.set_item(name, value as u64)?;
+        } else {
+            d.set_item(name, value)?;
+        }
+    }
+    Ok(d)
+}
+
+fn columns<'a>(
+    ts: &'a PyReadonlyArray1<'_, i64>,
+    open: &'a PyReadonlyArray1<'_, f64>,
+    high: &'a PyReadonlyArray1<'_, f64>,
+    low: &'a PyReadonlyArray1<'_, f64>,
+    close: &'a PyReadonlyArray1<'_, f64>,
+    volume: &'a PyReadonlyArray1<'_, i64>,
+) -> PyResult<Columns<'a>> {
+    let contiguous = |r: Result<&'a [f64], _>| r.map_err(|_| value_error("bar columns must be contiguous arrays"));
+    Ok(Columns {
+        ts: ts.as_slice().map_err(|_| value_error("ts must be a contiguous int64 array"))?,
+        open: contiguous(open.as_slice())?,
+        high: contiguous(high.as_slice())?,
+        low: contiguous(low.as_slice())?,
+        close: contiguous(close.as_slice())?,
+        volume: volume.as_slice().map_err(|_| value_error("volume must be a contiguous int64 array"))?,
+    })
+}
+
+/// Backtest over columns: returns trade columns, per-bar equity, per-session P&L and metrics.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn backtest<'py>(
+    py: Python<'py>,
+    ts: PyReadonlyArray1<'py, i64>,
+    open: PyReadonlyArray1<'py, f64>,
+    high: PyReadonlyArray1<'py, f64>,
+    low: PyReadonlyArray1<'py, f64>,
+    close: PyReadonlyArray1<'py, f64>,
+    volume: PyReadonlyArray1<'py, i64>,
+    params: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let p = params_from_dict(params)?;
+    let cols = columns(&ts, &open, &high, &low, &close, &volume)?;
+    let out = py.allow_threads(|| batch::backtest(&p, &cols)).map_err(value_error)?;
+    let t = &out.trades;
+    let d = PyDict::new(py);
+    d.set_item("entry_ts", t.iter().map(|x| x.entry_ts).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("exit_ts", t.iter().map(|x| x.exit_ts).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("side", t.iter().map(|x| x.side).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("qty", t.iter().map(|x| x.qty).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("entry_price", t.iter().map(|x| x.entry_price).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("exit_price", t.iter().map(|x| x.exit_price).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("pnl", t.iter().map(|x| x.pnl).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("exit_reason", t.iter().map(|x| x.reason as u8).collect::<Vec<_>>().into_pyarray(py))?;
+    d.set_item("equity", out.equity.into_pyarray(py))?;
+    d.set_item("session_day", out.session_days.into_pyarray(py))?;
+    d.set_item("session_pnl", out.session_pnl.into_pyarray(py))?;
+    d.set_item("metrics", metrics_dict(py, &out.metrics)?)?;
+    Ok(d)
+}
+
+/// Many parameter sets over the same bars, in parallel; one metrics column per field.
+#[pyfunction]
+#[pyo3(signature = (ts, open, high, low, close, volume, param_sets, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn sweep<'py>(
+    py: Python<'py>,
+    ts: PyReadonlyArray1<'py, i64>,
+    open: PyReadonlyArray1<'py, f64>,
+    high: PyReadonlyArray1<'py, f64>,
+    low: PyReadonlyArray1<'py, f64>,
+    close: PyReadonlyArray1<'py, f64>,
+    volume: PyReadonlyArray1<'py, i64>,
+    param_sets: &Bound<'py, PyList>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let sets = param_sets
+        .iter()
+        .map(|item| params_from_dict(item.downcast::<PyDict>()?))
+        .collect::<PyResult<Vec<_>>>()?;
+    let cols = columns(&ts, &open, &high, &low, &close, &volume)?;
+    let results = py.allow_threads(|| batch::sweep(&sets, &cols, threads)).map_err(value_error)?;
+    let d = PyDict::new(py);
+    let names = Metrics::fields(&results.first().cloned().unwrap_or_else(|| {
+        crate::metrics::MetricsAcc::new(1.0).finish()
+    }))
+    .map(|(name, _)| name);
+    for (j, name) in names.iter().enumerate() {
+        let column: Vec<f64> = results.iter().map(|m| m.fields()[j].1).collect();
+        d.set_item(*name, column.into_pyarray(py))?;
+    }
+    Ok(d)
+}
+
+fn check_bar(bar: &Bar, last: Option<&Bar>) -> PyResult<()> {
+    let prices = [bar.open, bar.high, bar.low, bar.close];
+    let why = if prices.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+        Some("prices must be finite and positive".to_string())
+    } else if bar.high < bar.open.max(bar.close) || bar.low > bar.open.min(bar.close) {
+        Some("high/low do not contain open and close".to_string())
+    } else if bar.volume < 0 {
+        Some("negative volume".to_string())
+    } else if let Some(prev) = last.filter(|prev| bar.ts <= prev.ts) {
+        Some(format!("ts {} is not after the previous bar's ts {}", bar.ts, prev.ts))
+    } else {
+        None
+    };
+    why.map_or(Ok(()), |why| Err(value_error(format!("invalid bar at ts {}: {why}", bar.ts))))
+}
+
+/// The incremental engine: `on_bar` per bar returns the order decided at its close, or None.
+#[pyclass(name = "Engine", module = "scalper._engine")]
+struct PyEngine {
+    inner: Engine,
+    fills: Vec<Fill>,
+    trades: Vec<Trade>,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (params, simulate_fills=true))]
+    fn new(params: &Bound<'_, PyDict>, simulate_fills: bool) -> PyResult<Self> {
+        let engine = Engine::new(params_from_dict(params)?, simulate_fills).map_err(value_error)?;
+        Ok(PyEngine { inner: engine, fills: Vec::new(), trades: Vec::new() })
+    }
+
+    /// Feeds one bar (invalid bars raise ValueError and change nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn on_bar<'py>(
+        &mut self,
+        py: Python<'py>,
+        ts: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: i64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let bar = Bar { ts, open, high, low, close, volume };
+        check_bar(&bar, self.inner.last_bar.as_ref())?;
+        let (order, events) = self.inner.on_bar(bar);
+        for (fill, trade) in events {
+            self.fills.push(fill);
+            self.trades.extend(trade);
+        }
+        order.map(|o| order_dict(py, &o, &self.inner, &bar)).transpose()
+    }
+
+    /// A fill from an outside broker; returns the closed trade for an exit fill.
+    #[pyo3(signature = (ts, action, qty, price, reason=None))]
+    fn on_fill<'py>(
+        &mut self,
+        py: Python<'py>,
+        ts: i64,
+        action: &str,
+        qty: i64,
+        price: f64,
+        reason: Option<&str>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let action = parse_action(action)?;
+        let kind = if self.inner.book.side == 0 {
+            OrderKind::Entry
+        } else {
+            let pending = self.inner.book.in_flight.and_then(|o| reason_of(o.kind));
+            let name = reason.or(pending).unwrap_or("signal");
+            OrderKind::Exit(
+                ExitReason::from_name(name).ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
+            )
+        };
+        let fill = Fill { ts, action, qty, price, kind };
+        let trade = self.inner.on_fill(fill).map_err(value_error)?;
+        self.fills.push(fill);
+        self.trades.extend(trade);
+        trade.map(|t| trade_dict(py, &t)).transpose()
+    }
+
+    /// The broker refused the order in flight.
+    fn on_reject(&mut self) -> bool {
+        self.inner.on_reject().is_some()
+    }
+
+    /// End of data: closes an open position at the last close (simulated fills only).
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let trade = self.inner.finish();
+        self.trades.extend(trade);
+        trade.map(|t| trade_dict(py, &t)).transpose()
+    }
+
+    /// Fills since the last call (simulated fills only).
+    fn take_fills<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.fills.drain(..).map(|f| fill_dict(py, &f)).collect()
+    }
+
+    /// Trades closed since the last call.
+    fn take_trades<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.trades.drain(..).map(|t| trade_dict(py, &t)).collect()
+    }
+
+    /// Stops new entries and flattens at the next decision (kill switch); permanent until reset.
+    fn halt(&mut self) {
+        self.inner.book.halted = true;
+    }
+
+    /// The manual reset of a halt.
+    fn reset_halt(&mut self) {
+        self.inner.book.halted = false;
+    }
+
+    /// Pauses (True) or resumes (False) entries; exits keep running.
+    fn pause_entries(&mut self, paused: bool) {
+        self.inner.book.entries_paused = paused;
+    }
+
+    /// The decision state, for status pages and reconciliation.
+    fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let b = &self.inner.book;
+        let d = PyDict::new(py);
+        d.set_item("session", b.session_day.map(session_date))?;
+        d.set_item("position", i64::from(b.side) * b.qty)?;
+        d.set_item("entry_price", (b.side != 0).then_some(b.entry_price))?;
+        d.set_item("entry_ts", (b.side != 0).then_some(b.entry_ts))?;
+        d.set_item("daily_pnl", b.daily_pnl)?;
+        d.set_item("daily_peak", b.daily_peak)?;
+        d.set_item("cumulative_pnl", b.cumulative_pnl)?;
+        d.set_item("trades_today", b.trades_today)?;
+        d.set_item("consecutive_losses", b.consecutive_losses)?;
+        d.set_item("pause_until", (b.pause_until != i64::MIN).then_some(b.pause_until))?;
+        d.set_item("halted", b.halted)?;
+        d.set_item("entries_paused", b.entries_paused)?;
+        d.set_item("order_in_flight", b.in_flight.is_some())?;
+        d.set_item("order_seq", b.order_seq)?;
+        d.set_item("bars_seen", self.inner.bars_seen)?;
+        d.set_item("last_bar_ts", self.inner.last_bar.map(|b| b.ts))?;
+        Ok(d)
+    }
+
+    /// The whole state as bytes (`Engine.restore` brings it back, bit for bit).
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.snapshot())
+    }
+
+    #[staticmethod]
+    fn restore(data: &[u8]) -> PyResult<Self> {
+        Ok(PyEngine { inner: Engine::restore(data).map_err(value_error)?, fills: Vec::new(), trades: Vec::new() })
+    }
+
+    /// Pickling goes through the snapshot, so Bytewax recovery stores the exact state.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
+        let restore = slf.getattr("restore")?.unbind();
+        Ok((restore, (slf.borrow().snapshot(py),)))
+    }
+}
+
+/// The simulated broker (fills at the next open with slippage, brackets intrabar), for the paper
+/// broker of the live stream: the same code the backtest fills with.
+#[pyclass(name = "FillSimulator", module = "scalper._engine")]
+struct PyFillSimulator {
+    params: Params,
+    sim: FillSim,
+}
+
+#[pymethods]
+impl PyFillSimulator {
+    #[new]
+    fn new(params: &Bound<'_, PyDict>) -> PyResult<Self> {
+        Ok(PyFillSimulator { params: params_from_dict(params)?, sim: FillSim::default() })
+    }
+
+    /// Queues a market order for the next bar's open.
+    #[pyo3(signature = (action, qty, kind, reason=None))]
+    fn submit(&mut self, action: &str, qty: i64, kind: &str, reason: Option<&str>) -> PyResult<()> {
+        let kind = match kind {
+            "entry" => OrderKind::Entry,
+            "exit" => {
+                let name = reason.unwrap_or("signal");
+                OrderKind::Exit(
+                    ExitReason::from_name(name).ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
+                )
+            }
+            other => return Err(value_error(format!("order kind must be entry or exit, not {other:?}"))),
+        };
+        self.sim.submit(Order { action: parse_action(action)?, qty, kind });
+        Ok(())
+    }
+
+    /// Cancels the working market order; True if there was one.
+    fn cancel(&mut self) -> bool {
+        self.sim.cancel().is_some()
+    }
+
+    /// Fills produced by one bar (the working order at the open, then stop/target intrabar).
+    fn on_bar<'py>(&mut self, py: Python<'py>, ts: i64, open: f64, high: f64, low: f64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut fills = Vec::new();
+        self.sim.on_bar(&self.params, ts, open, high, low, |f| fills.push(f));
+        fills.iter().map(|f| fill_dict(py, f)).collect()
+    }
+
+    /// Closes the position at `close` with slippage (end of data).
+    fn close_out<'py>(&mut self, py: Python<'py>, ts: i64, close: f64) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.sim.close_out(&self.params, ts, close).map(|f| fill_dict(py, &f)).transpose()
+    }
+
+    /// Signed position (contracts).
+    fn position(&self) -> i64 {
+        let (side, qty) = self.sim.position();
+        i64::from(side) * qty
+    }
+
+    fn has_pending(&self) -> bool {
+        self.sim.pending().is_some()
+    }
+
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = postcard::to_stdvec(&(&self.params, &self.sim)).map_err(|e| value_error(e.to_string()))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    #[staticmethod]
+    fn restore(data: &[u8]) -> PyResult<Self> {
+        let (params, sim): (Params, FillSim) =
+            postcard::from_bytes(data).map_err(|e| value_error(format!("corrupt simulator snapshot: {e}")))?;
+        Ok(PyFillSimulator { params, sim })
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
+        let restore = slf.getattr("restore")?.unbind();
+        Ok((restore, (slf.borrow().snapshot(py)?,)))
+    }
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(backtest, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep, m)?)?;
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyFillSimulator>()?;
+    m.add("EXIT_REASONS", ExitReason::ALL.map(|r| r.name()).to_vec())?;
+    m.add("PARAM_KEYS", PARAM_KEYS.to_vec())?;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+"""The face of the Rust engine (`scalper._engine`).
+
+Every driver goes through here: the backtest, the sweep and the live stream build their engine
+parameters with `engine_params`, so a setting means the same thing everywhere. The engine itself
+(SPEC §4) lives in `rust/`; this module only translates configuration and columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from scalper import _engine
+from scalper.config import Config
+
+Engine = _engine.Engine
+FillSimulator = _engine.FillSimulator
+EXIT_REASONS: tuple[str, ...] = tuple(_engine.EXIT_REASONS)
+PARAM_KEYS: frozenset[str] = frozenset(_engine.PARAM_KEYS)
+
+# Sweepable keys whose values are integers in the engine.
+_INT_KEYS = frozenset(
+    {
+        "bar_seconds", "lookback", "period", "min_volume", "position_size", "stop_loss_ticks",
+        "take_profit_ticks", "max_consecutive_losses", "loss_pause_minutes", "max_trades_per_day",
+        "max_position_minutes", "entry_start", "entry_end", "flatten_at", "session_end",
+        "slippage_ticks",
+    }
+)  # fmt: skip
+
+
+def engine_params(cfg: Config, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The flat parameter mapping the engine takes, from a validated configuration.
+
+    `overrides` replaces single values (a sweep's grid point); unknown names are an error rather
+    than silently ignored, because a typo in a sweep grid would otherwise test nothing.
+    """
+    s = cfg.strategy
+    r = cfg.risk
+    params: dict[str, Any] = {
+        "tick_size": cfg.instrument.tick_size,
+        "point_value": cfg.instrument.point_value,
+        "bar_seconds": s.bar_seconds,
+        "strategy": s.kind,
+        "lookback": s.lookback,
+        "entry_z": s.entry_z,
+        "exit_z": s.exit_z,
+        "k": s.k,
+        "period": s.period,
+        "oversold": s.oversold,
+        "overbought": s.overbought,
+        "min_volume": s.min_volume,
+        "position_size": r.position_size,
+        "stop_loss_ticks": r.stop_loss_ticks,
+        "take_profit_ticks": r.take_profit_ticks,
+        "daily_loss_limit": r.daily_loss_limit,
+        "daily_drawdown_limit": r.daily_drawdown_limit,
+        "max_consecutive_losses": r.max_consecutive_losses,
+        "loss_pause_minutes": r.loss_pause_minutes,
+        "max_trades_per_day": r.max_trades_per_day,
+        "max_position_minutes": r.max_position_minutes,
+        "starting_capital": r.starting_capital,
+        "kill_switch_loss": r.kill_switch_loss,
+        "min_account_balance": r.min_account_balance,
+        "timezone": cfg.session.timezone,
+        "entry_start": cfg.session.seconds_of_day("entry_start"),
+        "entry_end": cfg.session.seconds_of_day("entry_end"),
+        "flatten_at": cfg.session.seconds_of_day("flatten_at"),
+        "session_end": cfg.session.seconds_of_day("session_end"),
+        "commission_per_side": cfg.costs.commission_per_side,
+        "slippage_ticks": cfg.costs.slippage_ticks,
+    }
+    for key, value in (overrides or {}).items():
+        if key not in PARAM_KEYS:
+            raise KeyError(f"unknown engine parameter {key!r}")
+        params[key] = int(value) if key in _INT_KEYS else value
+    return params
+
+
+def backtest_columns(columns: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Runs the engine's batch backtest over bar columns (`ts, open, high, low, close, volume`)."""
+    return _engine.backtest(
+        columns["ts"],
+        columns["open"],
+        columns["high"],
+        columns["low"],
+        columns["close"],
+        columns["volume"],
+        dict(params),
+    )
+
+
+def sweep_columns(
+    columns: Mapping[str, np.ndarray],
+    param_sets: Sequence[Mapping[str, Any]],
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Runs many parameter sets over the same bars in parallel; one metrics column per field."""
+    return _engine.sweep(
+        columns["ts"],
+        columns["open"],
+        columns["high"],
+        columns["low"],
+        columns["close"],
+        columns["volume"],
+        [dict(p) for p in param_sets],
+        threads,
+    )
