@@ -39,23 +39,8 @@ class BacktestResult:
     sessions: pl.DataFrame
     metrics: dict[str, Any]
 
-    def trades_csv_frame(self) -> pl.DataFrame:
-        """The trades as the text columns of the SPEC §4 CSV."""
-        iso = "%Y-%m-%dT%H:%M:%S+00:00"
-        return self.trades.select(
-            pl.col("entry_ts").dt.strftime(iso),
-            pl.col("exit_ts").dt.strftime(iso),
-            "side",
-            "qty",
-            *(
-                pl.col(c).map_elements(lambda x: f"{x:.2f}", return_dtype=pl.String)
-                for c in ("entry_price", "exit_price", "pnl")
-            ),
-            "exit_reason",
-        )
-
     def write_trades_csv(self, path: str | Path) -> None:
-        self.trades_csv_frame().write_csv(Path(path))
+        trades_csv_frame(self.trades).write_csv(Path(path))
 
     def summary(self) -> str:
         """A few lines a trader reads first."""
@@ -80,6 +65,39 @@ class BacktestResult:
             k: (v if not isinstance(v, float) or math.isfinite(v) else None)
             for k, v in self.metrics.items()
         }
+
+
+def trades_csv_frame(trades: pl.DataFrame) -> pl.DataFrame:
+    """Trades as the text columns of the SPEC §4 CSV (times to the second, money to the cent)."""
+    iso = "%Y-%m-%dT%H:%M:%S+00:00"
+    return trades.select(
+        pl.col("entry_ts").dt.strftime(iso),
+        pl.col("exit_ts").dt.strftime(iso),
+        "side",
+        "qty",
+        *(
+            pl.col(c).map_elements(lambda x: f"{x:.2f}", return_dtype=pl.String)
+            for c in ("entry_price", "exit_price", "pnl")
+        ),
+        "exit_reason",
+    )
+
+
+def trades_from_records(trades: list[dict[str, Any]]) -> pl.DataFrame:
+    """The trades table from the incremental engine's trade records."""
+    utc = pl.Datetime("ns", "UTC")
+    schema = {
+        "entry_ts": pl.Int64,
+        "exit_ts": pl.Int64,
+        "side": pl.String,
+        "qty": pl.Int64,
+        "entry_price": pl.Float64,
+        "exit_price": pl.Float64,
+        "pnl": pl.Float64,
+        "exit_reason": pl.String,
+    }
+    frame = pl.DataFrame(trades, schema=schema, orient="row" if not trades else None)
+    return frame.with_columns(pl.col("entry_ts", "exit_ts").cast(utc))
 
 
 def _num(x: float) -> str:

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="simulate MES bars and backtest them on the defaults")
-    demo.add_argument("--out", type=Path, default=None, help="output folder (default: SCALPER_HOME)")
+    demo.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: SCALPER_HOME)"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     bt = sub.add_parser("backtest", help="backtest a bars file with a configuration")

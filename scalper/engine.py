@@ -79,7 +79,9 @@ def engine_params(cfg: Config, overrides: Mapping[str, Any] | None = None) -> di
     return params
 
 
-def backtest_columns(columns: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, Any]:
+def backtest_columns(
+    columns: Mapping[str, np.ndarray], params: Mapping[str, Any]
+) -> dict[str, Any]:
     """Runs the engine's batch backtest over bar columns (`ts, open, high, low, close, volume`)."""
     return _engine.backtest(
         columns["ts"],
@@ -108,3 +110,45 @@ def sweep_columns(
         [dict(p) for p in param_sets],
         threads,
     )
+
+
+def replay(
+    params: Mapping[str, Any], columns: Mapping[str, np.ndarray], *, external_fills: bool = False
+) -> list[dict[str, Any]]:
+    """Runs bars one at a time through the incremental engine, as the live stream does.
+
+    With `external_fills` the engine fills nothing itself: a separate `FillSimulator` plays the
+    broker, receiving the engine's orders and reporting fills back, which is the paper-trading
+    wiring of the stream. Either way the trades must equal the batch backtest's (SPEC §4 parity).
+    """
+    engine = Engine(dict(params), simulate_fills=not external_fills)
+    broker = FillSimulator(dict(params)) if external_fills else None
+    trades: list[dict[str, Any]] = []
+    names = ("ts", "open", "high", "low", "close", "volume")
+    bars = zip(*(columns[k].tolist() for k in names), strict=True)
+    last: tuple[int, float] | None = None
+    for ts, open_, high, low, close, volume in bars:
+        if broker is not None:
+            for fill in broker.on_bar(ts, open_, high, low):
+                _report(engine, fill, trades)
+        order = engine.on_bar(ts, open_, high, low, close, volume)
+        if broker is not None and order is not None:
+            broker.submit(order["action"], order["qty"], order["kind"], order["reason"])
+        trades.extend(engine.take_trades())
+        last = (ts, close)
+    if broker is not None and last is not None:
+        fill = broker.close_out(*last)
+        if fill is not None:
+            _report(engine, fill, trades)
+    else:
+        engine.finish()
+        trades.extend(engine.take_trades())
+    return trades
+
+
+def _report(engine: Any, fill: Mapping[str, Any], trades: list[dict[str, Any]]) -> None:
+    """Hands a broker fill to the engine; an exit fill closes a trade."""
+    trade = engine.on_fill(fill["ts"], fill["action"], fill["qty"], fill["price"], fill["reason"])
+    engine.take_trades()
+    if trade is not None:
+        trades.append(trade)

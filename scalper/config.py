@@ -1,0 +1,786 @@
+"""Configuration: one YAML file, validated completely at load (SPEC §5).
+
+Why so strict: in a trading system a typo does not crash, it silently trades. A misspelt
+`daily_los_limit` would leave the default in force, a wrong point value corrupts every P&L, and a
+paper port in a "live" setup means orders go nowhere while the trader believes they are protected.
+So every key is known, every value is typed and bounded, and every problem is one line naming the
+file, the key, the value and why. Secrets (account id, tokens) never appear in messages, `repr` or
+`to_dict()`.
+
+Safety rules come in three strengths:
+
+- settings that would make *paper* mode send real orders are refused in every mode;
+- requirements of live trading (a live port, an account, a stop, an alert channel) are checked in
+  live mode only, because they are meaningless for a simulation;
+- risk hazards (no daily loss limit, a stop beyond it, ...) are errors in live mode and warnings in
+  paper mode, where experimenting with them is legitimate.
+
+Adding a section: write a frozen dataclass subclassing `Section` whose fields carry their defaults
+(and bounds, via `setting`), then add it as a field of `Config`. Loading, `DEFAULTS`, unknown-key
+detection and `to_dict()` follow from the dataclass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
+from datetime import time
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from zoneinfo import available_timezones
+
+import yaml
+from yaml.constructor import ConstructorError
+
+from scalper.calendar import zone
+from scalper.errors import ConfigError, ScalperError
+from scalper.instruments import INSTRUMENTS
+
+DEFAULT_SOURCE = "<defaults>"
+REDACTED = "***"
+
+StrategyKind = Literal["zscore", "bollinger", "rsi"]
+BrokerKind = Literal["paper", "ibkr"]
+TradingMode = Literal["paper", "live"]
+SessionTime = Literal["entry_start", "entry_end", "flatten_at", "session_end"]
+
+
+def setting(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    secret: bool = False,
+    env: str | None = None,
+) -> Any:
+    """A section field with its bounds.
+
+    `secret` keeps the value out of messages, `repr` and `to_dict()`; `env` names the environment
+    variable the default is read from (`${env}` in `DEFAULTS`), the dataclass default then being
+    what an unset variable resolves to.
+    """
+    metadata = {"ge": ge, "gt": gt, "le": le, "secret": secret, "env": env}
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+def _format_time(value: time) -> str:
+    return value.strftime("%H:%M:%S" if value.second else "%H:%M")
+
+
+@dataclass(frozen=True)
+class Section:
+    """Base of the configuration sections: a frozen dataclass of defaulted, bounded settings."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """Violations of rules between fields, as (field name, why); the first one is reported."""
+        yield from ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (times as "HH:MM", secrets redacted) as it could be written in the file."""
+        return {f.name: _plain(getattr(self, f.name), f.metadata) for f in fields(self)}
+
+
+def _plain(value: Any, metadata: Mapping[str, Any]) -> Any:
+    if value is not None and metadata.get("secret"):
+        return REDACTED
+    return _format_time(value) if isinstance(value, time) else value
+
+
+@dataclass(frozen=True)
+class InstrumentConfig(Section):
+    """The traded product; checked against the instruments table when the symbol is in it."""
+
+    symbol: str = "MES"
+    tick_size: float = setting(0.25, gt=0)
+    point_value: float = setting(5.0, gt=0)
+    roll_days_before_expiry: int = setting(8, ge=0, le=60)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        known = INSTRUMENTS.get(self.symbol)
+        if known is None:
+            return
+        if not math.isclose(self.tick_size, known.tick_size):
+            yield "tick_size", f"{self.symbol} trades in ticks of {known.tick_size}"
+        if not math.isclose(self.point_value, known.point_value):
+            why = f"{self.symbol} is worth {known.point_value} per point; a wrong one corrupts P&L"
+            yield "point_value", why
+
+
+@dataclass(frozen=True)
+class StrategyConfig(Section):
+    """Signal generation (SPEC §4): z-score, Bollinger (bands at `k` std) or Wilder RSI."""
+
+    kind: StrategyKind = "zscore"
+    bar_seconds: int = setting(60, ge=1)
+    lookback: int = setting(20, ge=2)
+    entry_z: float = setting(2.0, gt=0)
+    exit_z: float = 0.5
+    min_volume: int = setting(0, ge=0)
+    k: float = setting(2.0, gt=0)
+    period: int = setting(14, ge=2)
+    oversold: float = setting(30.0, ge=0, le=100)
+    overbought: float = setting(70.0, ge=0, le=100)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if 86_400 % self.bar_seconds:
+            yield "bar_seconds", "must divide 86400 (one day) evenly, e.g. 5, 60 or 300"
+        if self.exit_z >= self.entry_z:
+            yield "exit_z", f"exit_z must be below entry_z ({self.entry_z})"
+        if self.oversold >= self.overbought:
+            yield "oversold", f"must be below overbought ({self.overbought})"
+
+
+@dataclass(frozen=True)
+class RiskConfig(Section):
+    """Position sizing and the limits of the risk gate (SPEC §4); a limit of 0 disables it."""
+
+    position_size: int = setting(1, ge=1)
+    stop_loss_ticks: int = setting(0, ge=0)
+    take_profit_ticks: int = setting(0, ge=0)
+    daily_loss_limit: float = setting(50.0, ge=0)
+    daily_drawdown_limit: float = setting(75.0, ge=0)
+    max_consecutive_losses: int = setting(5, ge=0)
+    loss_pause_minutes: int = setting(30, ge=0)
+    max_trades_per_day: int = setting(50, ge=0)
+    max_position_minutes: int = setting(0, ge=0)
+    starting_capital: float = setting(1000.0, gt=0)
+    kill_switch_loss: float = setting(300.0, ge=0)
+    min_account_balance: float = setting(700.0, ge=0)
+
+
+@dataclass(frozen=True)
+class SessionConfig(Section):
+    """The trading day in local time: entry window, end-of-day flatten, session roll."""
+
+    timezone: str = "America/New_York"
+    entry_start: time = time(9, 30)
+    entry_end: time = time(16, 15)
+    flatten_at: time = time(16, 25)
+    session_end: time = time(18, 0)
+
+    def seconds_of_day(self, which: SessionTime) -> int:
+        """One of the session times as seconds since local midnight, the engine's unit."""
+        t: time = getattr(self, which)
+        return t.hour * 3600 + t.minute * 60 + t.second
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        try:
+            zone(self.timezone)
+        except ScalperError:
+            yield "timezone", "unknown timezone" + _suggestion(self.timezone, available_timezones())
+        if self.entry_start >= self.entry_end:
+            yield "entry_start", f"must be before entry_end ({_format_time(self.entry_end)!r})"
+        if self.entry_end > self.flatten_at:
+            yield "entry_end", f"must not be after flatten_at ({_format_time(self.flatten_at)!r})"
+        if self.flatten_at > self.session_end:
+            why = f"must not be after session_end ({_format_time(self.session_end)!r})"
+            yield "flatten_at", why
+
+
+@dataclass(frozen=True)
+class CostsConfig(Section):
+    """Costs charged by the backtest's fill simulator."""
+
+    commission_per_side: float = setting(0.42, ge=0)
+    slippage_ticks: int = setting(1, ge=0)
+
+
+@dataclass(frozen=True)
+class BrokerConfig(Section):
+    """Where orders go. `mode: live` is the one explicit switch that allows real money."""
+
+    kind: BrokerKind = "paper"
+    mode: TradingMode = "paper"
+    host: str = "127.0.0.1"
+    port: int = setting(4002, ge=1, le=65_535)
+    client_id: int = setting(1, ge=0)
+    account: str | None = setting(None, secret=True, env="IB_ACCOUNT")
+
+    @property
+    def is_live(self) -> bool:
+        """True when orders may spend real money."""
+        return self.mode == "live"
+
+
+@dataclass(frozen=True)
+class KafkaConfig(Section):
+    """The Kafka cluster of the stream driver."""
+
+    bootstrap: str = "127.0.0.1:9092"
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not all(_is_host_port(server) for server in self.bootstrap.split(",")):
+            yield "bootstrap", "must be host:port, comma-separated for several brokers"
+
+
+def _is_host_port(server: str) -> bool:
+    host, _, port = server.strip().rpartition(":")
+    return bool(host) and port.isdigit() and 1 <= int(port) <= 65_535
+
+
+@dataclass(frozen=True)
+class AlertsConfig(Section):
+    """Where halts, kill-switch trips and daily summaries are sent."""
+
+    telegram_token: str | None = setting(None, secret=True, env="TELEGRAM_BOT_TOKEN")
+    telegram_chat: str | None = setting(None, env="TELEGRAM_CHAT_ID")
+    webhook: str | None = setting(None, secret=True)  # webhook URLs usually embed a token
+
+    @property
+    def has_channel(self) -> bool:
+        """True when at least one alert channel is fully configured."""
+        return bool(self.telegram_token and self.telegram_chat) or bool(self.webhook)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.webhook and not self.webhook.startswith(("http://", "https://")):
+            yield "webhook", "must be an http:// or https:// URL"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration. Build it with `load_config` or `config_from_dict`.
+
+    `Config()` is the defaults without environment substitution, handy as a base for `replace`.
+    """
+
+    instrument: InstrumentConfig = field(default_factory=InstrumentConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    costs: CostsConfig = field(default_factory=CostsConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    source: str = DEFAULT_SOURCE
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every section as plain data, secrets redacted: safe to print or log."""
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+
+def _section_types() -> Mapping[str, type[Section]]:
+    hints = get_type_hints(Config)
+    return types.MappingProxyType(
+        {
+            f.name: hints[f.name]
+            for f in fields(Config)
+            if isinstance(hints[f.name], type) and issubclass(hints[f.name], Section)
+        }
+    )
+
+
+SECTIONS: Mapping[str, type[Section]] = _section_types()
+"""The sections of `Config`, by name, in file order."""
+
+
+def _raw_default(f: Field[Any]) -> Any:
+    if f.metadata.get("env"):
+        return "${" + f.metadata["env"] + "}"
+    return _plain(f.default, {})
+
+
+DEFAULTS: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
+    {
+        name: types.MappingProxyType({f.name: _raw_default(f) for f in fields(section)})
+        for name, section in SECTIONS.items()
+    }
+)
+"""The defaults of SPEC §5 as they would be written in YAML, placeholders unresolved."""
+
+_SECRET_KEYS = frozenset(
+    f"{name}.{f.name}"
+    for name, s in SECTIONS.items()
+    for f in fields(s)
+    if f.metadata.get("secret")
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with the surprises of YAML 1.1 removed.
+
+    `09:30` stays the string "09:30" instead of the sexagesimal integer 570, `010` is not octal 8,
+    `1e-3` is a float, and a duplicated key is an error instead of silently dropping one value.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: list[Any] = []
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
+)
+_Loader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|[0-9][0-9_]*(?=[eE]))(?:[eE][-+]?[0-9]+)?
+            |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path, source: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{source}: {where}invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from None
+
+
+def _yaml_scalar(text: str) -> Any:
+    """`text` read as a YAML scalar would be in the file (number, null), else `text` itself."""
+    try:
+        value = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return value if value is None or is_number else text
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems and how they are reported
+
+_NO_VALUE = object()
+"""Marks an issue reported without a value (unknown keys: a misspelt secret key would leak)."""
+
+
+@dataclass(frozen=True)
+class _Issue:
+    path: str
+    value: Any
+    why: str
+
+
+@dataclass(frozen=True)
+class _Unset:
+    raw: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Reporter:
+    """Formats issues as `file: key = value: why`, redacting secrets and naming unset variables."""
+
+    source: str
+    unset: Mapping[str, _Unset]
+
+    def line(self, issue: _Issue, suffix: str = "") -> str:
+        head = f"{self.source}: {issue.path}"
+        unset = self.unset.get(issue.path)
+        note = (
+            f" (environment variable {', '.join(unset.names)} is unset or empty)" if unset else ""
+        )
+        if issue.value is _NO_VALUE:
+            return f"{head}: {issue.why}{suffix}"
+        if unset and issue.value in (None, ""):
+            shown = unset.raw
+        elif issue.value is not None and issue.path in _SECRET_KEYS:
+            shown = REDACTED
+        else:
+            shown = _show(issue.value)
+        return f"{head} = {shown}: {issue.why}{note}{suffix}"
+
+    def error(self, issue: _Issue, suffix: str = "") -> ConfigError:
+        return ConfigError(self.line(issue, suffix))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, time):
+        value = _format_time(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+def _suggestion(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# From raw data to a typed Config
+
+
+def _check_keys(data: Any, report: _Reporter) -> dict[str, Mapping[str, Any]]:
+    """The overrides per section; unknown sections and keys are errors, `section:` alone is {}."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{report.source}: must be a mapping of sections ({', '.join(SECTIONS)})")
+    overrides: dict[str, Mapping[str, Any]] = {}
+    for name, body in data.items():
+        if name not in SECTIONS:
+            why = "unknown section" + _suggestion(str(name), tuple(SECTIONS))
+            raise report.error(_Issue(str(name), _NO_VALUE, why))
+        if body is not None and not isinstance(body, Mapping):
+            raise report.error(_Issue(name, body, "must be a mapping of settings"))
+        valid = tuple(f.name for f in fields(SECTIONS[name]))
+        for key in body or {}:
+            if key not in valid:
+                why = "unknown key" + _suggestion(str(key), valid)
+                raise report.error(_Issue(f"{name}.{key}", _NO_VALUE, why))
+        overrides[name] = body or {}
+    return overrides
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merged[key] = _deep_merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(
+    value: Any, env: Mapping[str, str], path: str, unset: dict[str, _Unset], report: _Reporter
+) -> Any:
+    """`value` with `${VAR}` / `${VAR:-default}` resolved in every string, recursively.
+
+    A string that is exactly one placeholder is read as if its text were written in the file, so
+    `port: ${IB_PORT:-4002}` is a number; an unset variable without default gives an empty value,
+    i.e. null for optional settings.
+    """
+    if isinstance(value, Mapping):
+        return {
+            k: _substitute(v, env, f"{path}.{k}" if path else str(k), unset, report)
+            for k, v in value.items()
+        }
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    missing = tuple(
+        m[1] for m in _PLACEHOLDER.finditer(value) if not env.get(m[1]) and m[2] is None
+    )
+    resolved = _PLACEHOLDER.sub(lambda m: env.get(m[1]) or m[2] or "", value)
+    if missing:
+        unset[path] = _Unset(value, missing)
+    if "${" in resolved:
+        why = "malformed placeholder; write ${VAR} or ${VAR:-default}"
+        raise report.error(_Issue(path, value, why))
+    return _yaml_scalar(resolved) if _PLACEHOLDER.fullmatch(value) else resolved
+
+
+class _Invalid(Exception):
+    """A value that does not fit its field; the caller knows which field and reports it."""
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid
+    return value
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Invalid
+    return float(value)
+
+
+def _to_str(value: Any) -> str:
+    # Telegram chat ids are numbers in YAML unless quoted; any other non-string is a mistake.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _Invalid
+    return str(value)
+
+
+_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
+
+
+def _to_time(value: Any) -> time:
+    if isinstance(value, time):
+        return value
+    match = _TIME.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise _Invalid
+    return time(int(match[1]), int(match[2]), int(match[3] or 0))
+
+
+_CONVERTERS = {int: _to_int, float: _to_float, str: _to_str, time: _to_time}
+_NOUNS = {int: "an integer", float: "a number", str: "a string", time: 'a time "HH:MM"'}
+
+
+def _bounds_text(metadata: Mapping[str, Any]) -> str:
+    ge, gt, le = metadata.get("ge"), metadata.get("gt"), metadata.get("le")
+    if ge is not None and le is not None:
+        return f" between {ge:g} and {le:g}"
+    if ge is not None:
+        return f" >= {ge:g}"
+    return f" > {gt:g}" if gt is not None else ""
+
+
+def _within_bounds(value: float, metadata: Mapping[str, Any]) -> bool:
+    ge, gt, le = metadata.get("ge"), metadata.get("gt"), metadata.get("le")
+    return (
+        (ge is None or value >= ge) and (gt is None or value > gt) and (le is None or value <= le)
+    )
+
+
+def _split_optional(hint: Any) -> tuple[Any, bool]:
+    if get_origin(hint) in (Union, types.UnionType):
+        (inner,) = (arg for arg in get_args(hint) if arg is not type(None))
+        return inner, True
+    return hint, False
+
+
+def _convert(value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
+    """`value` as the field's type, or `_Invalid(why)`."""
+    kind, optional = _split_optional(hint)
+    if value is None or value == "":
+        if optional:
+            return None
+        raise _Invalid("must be set")
+    if get_origin(kind) is Literal:
+        choices = get_args(kind)
+        if value not in choices:
+            raise _Invalid(
+                f"must be one of {', '.join(choices)}" + _suggestion(str(value), choices)
+            )
+        return value
+    expected = f"must be {_NOUNS[kind]}{_bounds_text(metadata)}"
+    try:
+        converted = _CONVERTERS[kind](value)
+    except _Invalid:
+        raise _Invalid(expected) from None
+    if isinstance(converted, int | float) and not _within_bounds(converted, metadata):
+        raise _Invalid(expected)
+    return converted
+
+
+@cache
+def _hints(section: type[Section]) -> dict[str, Any]:
+    return get_type_hints(section)
+
+
+def _build_section(
+    name: str, section: type[Section], values: Mapping[str, Any], report: _Reporter
+) -> Section:
+    hints = _hints(section)
+    kwargs = {}
+    for f in fields(section):
+        try:
+            kwargs[f.name] = _convert(values[f.name], hints[f.name], f.metadata)
+        except _Invalid as exc:
+            raise report.error(_Issue(f"{name}.{f.name}", values[f.name], str(exc))) from None
+    built = section(**kwargs)
+    problem = next(built.problems(), None)
+    if problem is not None:
+        key, why = problem
+        raise report.error(_Issue(f"{name}.{key}", getattr(built, key), why))
+    return built
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety rules
+
+_IB_PAPER_PORTS = {4002: "IB Gateway paper-trading", 7497: "TWS paper-trading"}
+_IB_LIVE_PORTS = {4001: "IB Gateway live-trading", 7496: "TWS live-trading"}
+_IB_PAPER_ACCOUNT_PREFIXES = ("DU", "DF")  # individual and advisor paper accounts
+_CME_DAILY_HALT = time(17, 0)  # Globex stops 17:00-18:00 New York: nothing can be flattened then
+_CAPITAL_TICKS_PER_CONTRACT = 400
+"""Capital per contract, in ticks of adverse move it must absorb: 400 ticks is 100 points on MES
+(about 2% of the S&P 500, a bad day), i.e. $500 per MES contract."""
+
+
+def _is_paper_account(account: str) -> bool:
+    return account.upper().startswith(_IB_PAPER_ACCOUNT_PREFIXES)
+
+
+def _real_money_from_paper_mode(cfg: Config) -> Iterator[_Issue]:
+    """Settings with which `mode: paper` would reach a live IB account: refused in every mode."""
+    broker = cfg.broker
+    if broker.is_live or broker.kind != "ibkr":
+        return
+    live_switch = "; set broker.mode: live to trade real money"
+    if broker.port in _IB_LIVE_PORTS:
+        why = f"is the {_IB_LIVE_PORTS[broker.port]} port but broker.mode is paper"
+        yield _Issue("broker.port", broker.port, why + live_switch)
+    if broker.account and not _is_paper_account(broker.account):
+        why = "is a live IB account (paper accounts start with DU) but broker.mode is paper"
+        yield _Issue("broker.account", broker.account, why + live_switch)
+
+
+def _live_requirements(cfg: Config) -> Iterator[_Issue]:
+    """What real-money trading needs beyond sound risk limits; meaningless in paper mode."""
+    broker = cfg.broker
+    if broker.kind == "paper":
+        why = "the built-in paper broker sends no real orders; live mode needs kind ibkr"
+        yield _Issue("broker.kind", broker.kind, why)
+    if broker.port in _IB_PAPER_PORTS:
+        why = f"is the {_IB_PAPER_PORTS[broker.port]} port; live ports are 4001 and 7496"
+        yield _Issue("broker.port", broker.port, why)
+    if not broker.account:
+        why = "live mode needs the IB account id, so orders cannot land in another account"
+        yield _Issue("broker.account", broker.account, why)
+    elif _is_paper_account(broker.account):
+        yield _Issue("broker.account", broker.account, "is an IB paper account (DU...)")
+    if cfg.risk.stop_loss_ticks == 0:
+        why = "no protective stop: an open position's loss is unbounded between bars"
+        yield _Issue("risk.stop_loss_ticks", cfg.risk.stop_loss_ticks, why)
+    if not cfg.alerts.has_channel:
+        why = "no alert channel (telegram_token with telegram_chat, or webhook): halts go unseen"
+        yield _Issue("alerts", _NO_VALUE, why)
+
+
+def _risk_hazards(cfg: Config) -> Iterator[_Issue]:
+    """Unsafe risk, session and instrument settings: errors live, warnings in paper mode."""
+    risk = cfg.risk
+    if risk.daily_loss_limit == 0:
+        yield _Issue("risk.daily_loss_limit", risk.daily_loss_limit, "no daily loss limit")
+    if risk.kill_switch_loss == 0:
+        yield _Issue("risk.kill_switch_loss", risk.kill_switch_loss, "no kill switch")
+    yield from _stop_beyond_daily_limit(cfg)
+    yield from _oversized_position(cfg)
+    if risk.min_account_balance >= risk.starting_capital:
+        why = (
+            f"not below starting_capital ({risk.starting_capital:g}): "
+            "the account halts before its first trade"
+        )
+        yield _Issue("risk.min_account_balance", risk.min_account_balance, why)
+    yield from _session_hazards(cfg.session)
+    if cfg.instrument.symbol not in INSTRUMENTS:
+        why = "not in the instruments table: tick_size and point_value are unverified"
+        yield _Issue("instrument.symbol", cfg.instrument.symbol, why)
+    yield from _half_telegram(cfg.alerts)
+
+
+def _half_telegram(alerts: AlertsConfig) -> Iterator[_Issue]:
+    """Telegram needs both the bot token and the chat; one without the other sends nothing."""
+    if bool(alerts.telegram_token) != bool(alerts.telegram_chat):
+        missing = "telegram_chat" if alerts.telegram_token else "telegram_token"
+        why = "telegram_token and telegram_chat must be set together, or Telegram alerts are lost"
+        yield _Issue(f"alerts.{missing}", None, why)
+
+
+def _stop_beyond_daily_limit(cfg: Config) -> Iterator[_Issue]:
+    """A single stop-out would breach the daily loss limit, so the limit cannot hold."""
+    risk, size = cfg.risk, cfg.risk.position_size
+    if not (risk.stop_loss_ticks and risk.daily_loss_limit):
+        return
+    tick_value = cfg.instrument.tick_size * cfg.instrument.point_value
+    loss = risk.stop_loss_ticks * tick_value * size + 2 * cfg.costs.commission_per_side * size
+    if loss > risk.daily_loss_limit:
+        why = (
+            f"one stopped-out trade of {size} contract(s) loses {loss:.2f} with commissions, "
+            f"more than daily_loss_limit ({risk.daily_loss_limit:g})"
+        )
+        yield _Issue("risk.stop_loss_ticks", risk.stop_loss_ticks, why)
+
+
+def _oversized_position(cfg: Config) -> Iterator[_Issue]:
+    """More contracts than the capital can carry through a bad day (see the constant)."""
+    tick_value = cfg.instrument.tick_size * cfg.instrument.point_value
+    per_contract = _CAPITAL_TICKS_PER_CONTRACT * tick_value
+    cap = int(cfg.risk.starting_capital // per_contract)
+    if cfg.risk.position_size > cap:
+        why = (
+            f"more than the {cap} contract(s) starting_capital {cfg.risk.starting_capital:g} "
+            f"supports ({per_contract:g} per contract: a {_CAPITAL_TICKS_PER_CONTRACT}-tick "
+            "adverse move)"
+        )
+        yield _Issue("risk.position_size", cfg.risk.position_size, why)
+
+
+def _session_hazards(session: SessionConfig) -> Iterator[_Issue]:
+    """End-of-day flatten that can never happen (the CME halt is checked for New York times)."""
+    if session.timezone == "America/New_York" and session.flatten_at >= _CME_DAILY_HALT:
+        why = "in the CME daily halt (17:00-18:00 New York): positions are never flattened"
+        yield _Issue("session.flatten_at", session.flatten_at, why)
+    elif session.flatten_at == session.session_end:
+        why = "equals session_end: no end-of-day flatten, positions are carried overnight"
+        yield _Issue("session.flatten_at", session.flatten_at, why)
+
+
+def _apply_safety_rules(cfg: Config, report: _Reporter) -> Config:
+    """`cfg` with its warnings, or the first error for a setting refused in its mode."""
+    leak = next(_real_money_from_paper_mode(cfg), None)
+    if leak is not None:
+        raise report.error(leak)
+    if cfg.broker.is_live:
+        hazard = next(_live_requirements(cfg), None) or next(_risk_hazards(cfg), None)
+        if hazard is not None:
+            raise report.error(hazard, "; refused in live mode")
+        return cfg
+    warnings = tuple(report.line(i, "; an error in live mode") for i in _risk_hazards(cfg))
+    return replace(cfg, warnings=warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def config_from_dict(
+    data: Mapping[str, Any],
+    source: str = DEFAULT_SOURCE,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate overrides (a parsed YAML document) on top of `DEFAULTS`.
+
+    `source` names the origin in messages; `env` (default `os.environ`) resolves placeholders.
+    """
+    unset: dict[str, _Unset] = {}  # filled in by _substitute, read by the reporter
+    report = _Reporter(source, unset)
+    overrides = _check_keys(data, report)
+    environment = os.environ if env is None else env
+    merged = _substitute(_deep_merge(DEFAULTS, overrides), environment, "", unset, report)
+    sections = {
+        name: _build_section(name, section, merged[name], report)
+        for name, section in SECTIONS.items()
+    }
+    return _apply_safety_rules(Config(**sections, source=source), report)
+
+
+def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a configuration file; `None` gives the defaults of SPEC §5.
+
+    The file may give only overrides (e.g. `strategy: {lookback: 15}`); every problem raises
+    `ConfigError` with one line naming the file, the key, the value and why.
+    """
+    if path is None:
+        return config_from_dict({}, env=env)
+    source = str(path)
+    data = _read_yaml(Path(path), source)
+    return config_from_dict({} if data is None else data, source=source, env=env)

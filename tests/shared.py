@@ -1,0 +1,48 @@
+"""Where the tests find the project's shared material: `../shared` beside the repository.
+
+The conformance cases and the real market data are read in place, never copied, so a change to a
+case shows up in the tests at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CONFORMANCE = SHARED / "conformance"
+REAL_DATA = SHARED / "data" / "real"
+CASES = sorted(p for p in CONFORMANCE.iterdir() if p.is_dir()) if CONFORMANCE.is_dir() else []
+
+
+def bars_path(case: Path) -> Path:
+    """The bars file a case names (several cases share one)."""
+    return CONFORMANCE / (case / "data").read_text().strip()
+
+
+def expected_rows(case: Path) -> list[dict[str, str]]:
+    """The exact trades of a case, as the text rows of its `trades.csv`."""
+    with open(case / "trades.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def expected_metrics(case: Path) -> dict[str, Any]:
+    return json.loads((case / "metrics.json").read_text())
+
+
+@cache
+def case_ids() -> list[str]:
+    return [p.name for p in CASES]
+
+
+def first_difference(got: list[dict[str, str]], want: list[dict[str, str]]) -> str | None:
+    """A message naming the first differing row, or None when the rows are equal."""
+    for i in range(max(len(got), len(want))):
+        g = got[i] if i < len(got) else None
+        w = want[i] if i < len(want) else None
+        if g != w:
+            return f"trade {i + 1} differs:\n  got      {g}\n  expected {w}"
+    return None

@@ -1,0 +1,571 @@
+"""Configuration loading: defaults, overrides, env substitution, precise errors, safety rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from collections.abc import Mapping
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scalper.config import (
+    DEFAULT_SOURCE,
+    DEFAULTS,
+    Config,
+    config_from_dict,
+    load_config,
+)
+from scalper.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFORMANCE = REPO.parent / "shared" / "conformance"
+CONFORMANCE_CONFIGS = sorted(CONFORMANCE.glob("*/config.yaml"))
+
+SPEC_DEFAULTS = {
+    "instrument": {
+        "symbol": "MES",
+        "tick_size": 0.25,
+        "point_value": 5.0,
+        "roll_days_before_expiry": 8,
+    },
+    "strategy": {
+        "kind": "zscore",
+        "bar_seconds": 60,
+        "lookback": 20,
+        "entry_z": 2.0,
+        "exit_z": 0.5,
+        "min_volume": 0,
+        "k": 2.0,
+        "period": 14,
+        "oversold": 30.0,
+        "overbought": 70.0,
+    },
+    "risk": {
+        "position_size": 1,
+        "stop_loss_ticks": 0,
+        "take_profit_ticks": 0,
+        "daily_loss_limit": 50.0,
+        "daily_drawdown_limit": 75.0,
+        "max_consecutive_losses": 5,
+        "loss_pause_minutes": 30,
+        "max_trades_per_day": 50,
+        "max_position_minutes": 0,
+        "starting_capital": 1000.0,
+        "kill_switch_loss": 300.0,
+        "min_account_balance": 700.0,
+    },
+    "session": {
+        "timezone": "America/New_York",
+        "entry_start": "09:30",
+        "entry_end": "16:15",
+        "flatten_at": "16:25",
+        "session_end": "18:00",
+    },
+    "costs": {"commission_per_side": 0.42, "slippage_ticks": 1},
+    "broker": {
+        "kind": "paper",
+        "mode": "paper",
+        "host": "127.0.0.1",
+        "port": 4002,
+        "client_id": 1,
+        "account": "${IB_ACCOUNT}",
+    },
+    "kafka": {"bootstrap": "127.0.0.1:9092"},
+    "alerts": {
+        "telegram_token": "${TELEGRAM_BOT_TOKEN}",
+        "telegram_chat": "${TELEGRAM_CHAT_ID}",
+        "webhook": None,
+    },
+}
+
+ACCOUNT = "U7654321"
+TOKEN = "123456789:AAE-very-secret-token"
+WEBHOOK = "https://hooks.example.com/services/T000/B000/secretpart"
+
+# A complete, safe live configuration; each live test breaks exactly one thing in it.
+LIVE: dict[str, dict[str, Any]] = {
+    "broker": {"kind": "ibkr", "mode": "live", "port": 4001, "account": ACCOUNT},
+    "risk": {"stop_loss_ticks": 8},
+    "alerts": {"webhook": WEBHOOK},
+}
+
+
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied section by section (test helper)."""
+    out = {name: dict(body) for name, body in base.items()}
+    for name, body in overrides.items():
+        out.setdefault(name, {}).update(body)
+    return out
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def load_text(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
+    return load_config(write(tmp_path, text), env=env or {})
+
+
+def error_of(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text, env)
+    message = str(info.value)
+    assert "\n" not in message, "errors must be one line"
+    assert message.startswith(f"{tmp_path / 'config.yaml'}: "), "errors must name the file"
+    return message
+
+
+def error_from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "c.yaml", env=env or {})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("c.yaml: ")
+    return message
+
+
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults_match_spec_section_5() -> None:
+    assert {name: dict(body) for name, body in DEFAULTS.items()} == SPEC_DEFAULTS
+
+
+def test_defaults_are_a_valid_paper_config_without_warnings() -> None:
+    cfg = load_config(None, env={})
+    assert cfg.warnings == ()
+    assert cfg.source == DEFAULT_SOURCE
+    assert cfg.broker.mode == "paper"
+    assert cfg.broker.account is None
+    assert cfg.alerts.telegram_token is None
+    assert cfg.session.entry_start == time(9, 30)
+    assert cfg.session.session_end == time(18, 0)
+    assert cfg.risk.daily_loss_limit == 50.0
+    assert cfg.strategy.kind == "zscore"
+
+
+def test_defaults_with_paper_credentials_in_env_have_no_warnings() -> None:
+    env = {"IB_ACCOUNT": "DU1234567", "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "-1001"}
+    cfg = load_config(None, env=env)
+    assert cfg.warnings == ()
+    assert cfg.broker.account == "DU1234567"
+    assert cfg.alerts.telegram_chat == "-1001"
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"IB_ACCOUNT": "DU1", "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "5"}]
+)
+def test_default_yaml_file_equals_code_defaults(env: dict[str, str]) -> None:
+    from_file = load_config(REPO / "infra" / "config" / "default.yaml", env=env)
+    assert dataclasses.replace(from_file, source=DEFAULT_SOURCE) == load_config(None, env=env)
+
+
+def test_seconds_of_day() -> None:
+    session = load_config(None, env={}).session
+    assert session.seconds_of_day("entry_start") == 9 * 3600 + 30 * 60
+    assert session.seconds_of_day("session_end") == 18 * 3600
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config(None, env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.risk.position_size = 5  # type: ignore[misc]
+
+
+# --- files and overrides ------------------------------------------------------------------------
+
+
+def test_conformance_configs_exist() -> None:
+    assert len(CONFORMANCE_CONFIGS) >= 10
+
+
+@pytest.mark.parametrize("path", CONFORMANCE_CONFIGS, ids=lambda p: p.parent.name)
+def test_conformance_configs_load(path: Path) -> None:
+    cfg = load_config(path, env={})
+    assert cfg.source == str(path)
+    assert cfg.broker.mode == "paper"
+
+
+def test_conformance_overrides_are_applied() -> None:
+    five = load_config(CONFORMANCE / "09_five_minute_bars" / "config.yaml", env={})
+    assert five.strategy.bar_seconds == 300
+    assert five.session.entry_start == time(3, 0)
+    assert five.risk.daily_loss_limit == 0.0
+    dst = load_config(CONFORMANCE / "06_dst_eod_duration" / "config.yaml", env={})
+    assert dst.session.entry_start == time(0, 0)
+    assert dst.risk.position_size == 2
+    assert dst.risk.max_position_minutes == 25
+
+
+def test_partial_file_is_deep_merged_onto_defaults(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, "strategy: {lookback: 15}\n")
+    defaults = load_config(None, env={})
+    assert cfg.strategy.lookback == 15
+    assert dataclasses.replace(cfg.strategy, lookback=20) == defaults.strategy
+    assert cfg.risk == defaults.risk
+    assert cfg.source == str(tmp_path / "config.yaml")
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "risk:\n"])
+def test_empty_file_or_section_gives_defaults(tmp_path: Path, text: str) -> None:
+    cfg = load_text(tmp_path, text)
+    assert dataclasses.replace(cfg, source=DEFAULT_SOURCE) == load_config(None, env={})
+
+
+def test_ints_are_accepted_where_floats_are_expected(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, "risk: {daily_loss_limit: 40}\nstrategy: {entry_z: 3}\n")
+    assert cfg.risk.daily_loss_limit == 40.0
+    assert isinstance(cfg.risk.daily_loss_limit, float)
+    assert isinstance(cfg.strategy.entry_z, float)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("09:30", time(9, 30)), ('"09:30"', time(9, 30)), ("'9:45:30'", time(9, 45, 30))],
+)
+def test_times_quoted_or_not(tmp_path: Path, written: str, expected: time) -> None:
+    # YAML 1.1 would read unquoted 09:30 as the sexagesimal integer 570.
+    cfg = load_text(tmp_path, f"session: {{entry_start: {written}}}\n")
+    assert cfg.session.entry_start == expected
+
+
+def test_float_with_exponent_is_a_number(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "strategy: {entry_z: 2.5e0}\n").strategy.entry_z == 2.5
+
+
+def test_other_instruments_with_matching_specs_load(tmp_path: Path) -> None:
+    es = load_text(tmp_path, "instrument: {symbol: ES, point_value: 50}\nrisk: {position_size: 1}")
+    assert es.instrument.point_value == 50.0
+    fx = load_text(tmp_path, "instrument: {symbol: 6E, tick_size: 0.00005, point_value: 125000}")
+    assert fx.instrument.symbol == "6E"
+
+
+def test_to_dict_round_trips_without_secrets() -> None:
+    cfg = config_from_dict({"strategy": {"kind": "rsi", "period": 9}}, env={})
+    again = config_from_dict(cfg.to_dict(), env={})
+    assert again == cfg
+    assert cfg.to_dict()["session"]["entry_start"] == "09:30"
+
+
+def test_path_may_be_str_or_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "risk: {position_size: 2}\n")
+    assert load_config(str(path), env={}) == load_config(path, env={})
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_error_names_file_key_value_and_reason(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "risk: {position_size: -1}\n")
+    expected = "risk.position_size = -1: must be an integer >= 1"
+    assert message == f"{tmp_path / 'config.yaml'}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("risk: {position_size: true}", ["risk.position_size = true", "integer >= 1"]),
+        ("risk: {position_size: 1.5}", ["risk.position_size = 1.5", "integer >= 1"]),
+        ("risk: {daily_loss_limit: -5}", ["risk.daily_loss_limit = -5", "number >= 0"]),
+        ("risk: {kill_switch_loss: -1}", ["risk.kill_switch_loss = -1", ">= 0"]),
+        ("risk: {starting_capital: lots}", ["risk.starting_capital = 'lots'", "number > 0"]),
+        ("risk: {stop_loss_ticks: -2}", ["risk.stop_loss_ticks = -2", ">= 0"]),
+        ("strategy: {lookback: 1}", ["strategy.lookback = 1", "integer >= 2"]),
+        ("strategy: {entry_z: 0}", ["strategy.entry_z = 0", "number > 0"]),
+        ("strategy: {exit_z: 2.5}", ["strategy.exit_z = 2.5", "exit_z must be below entry_z"]),
+        ("strategy: {exit_z: 2.0}", ["strategy.exit_z = 2.0", "exit_z must be below entry_z"]),
+        ("strategy: {kind: zscor}", ["strategy.kind = 'zscor'", "one of", "'zscore'"]),
+        ("strategy: {bar_seconds: 7}", ["strategy.bar_seconds = 7", "divide 86400"]),
+        ("strategy: {bar_seconds: 0}", ["strategy.bar_seconds = 0", "integer >= 1"]),
+        ("strategy: {oversold: 70}", ["strategy.oversold = 70.0", "below overbought"]),
+        ("strategy: {overbought: 101}", ["strategy.overbought = 101", "between 0 and 100"]),
+        ("strategy: {period: 1}", ["strategy.period = 1", ">= 2"]),
+        ("strategy: {k: 0}", ["strategy.k = 0", "> 0"]),
+        ("session: {entry_start: '25:00'}", ["session.entry_start = '25:00'", "time"]),
+        ("session: {entry_start: 570}", ["session.entry_start = 570", "time"]),
+        ("session: {entry_start: '16:15'}", ["session.entry_start = '16:15'", "before entry_end"]),
+        ("session: {entry_end: '16:30'}", ["session.entry_end = '16:30'", "after flatten_at"]),
+        ("session: {flatten_at: '18:30'}", ["session.flatten_at = '18:30'", "after session_end"]),
+        (
+            "session: {timezone: America/NewYork}",
+            ["session.timezone = 'America/NewYork'", "unknown timezone", "America/New_York"],
+        ),
+        ("session: {timezone: Mars/Olympus}", ["session.timezone", "unknown timezone"]),
+        ("instrument: {tick_size: 0}", ["instrument.tick_size = 0", "number > 0"]),
+        ("instrument: {point_value: -5}", ["instrument.point_value = -5", "number > 0"]),
+        ("instrument: {point_value: 50}", ["instrument.point_value = 50.0", "MES", "5.0"]),
+        ("instrument: {tick_size: 0.5}", ["instrument.tick_size = 0.5", "MES", "0.25"]),
+        ("instrument: {symbol: MNQ}", ["instrument.point_value = 5.0", "MNQ", "2.0"]),
+        ("costs: {commission_per_side: -0.1}", ["costs.commission_per_side = -0.1", ">= 0"]),
+        ("broker: {kind: tws}", ["broker.kind = 'tws'", "paper, ibkr"]),
+        ("broker: {mode: real}", ["broker.mode = 'real'", "paper, live"]),
+        ("broker: {port: 70000}", ["broker.port = 70000", "between 1 and 65535"]),
+        ("kafka: {bootstrap: localhost}", ["kafka.bootstrap = 'localhost'", "host:port"]),
+        ("risk: 5", ["risk = 5", "mapping"]),
+        ("- risk", ["mapping of sections"]),
+    ],
+)
+def test_invalid_values_are_reported_precisely(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    message = error_of(tmp_path, text + "\n")
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("risk: {postion_size: 2}", ["risk.postion_size: unknown key", "'position_size'"]),
+        ("stratgy: {lookback: 5}", ["stratgy: unknown section", "'strategy'"]),
+        ("session: {flaten_at: '16:00'}", ["session.flaten_at: unknown key", "'flatten_at'"]),
+        ("broker: {colour: blue}", ["broker.colour: unknown key"]),
+    ],
+)
+def test_unknown_keys_are_errors_with_a_suggestion(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    message = error_of(tmp_path, text + "\n")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_unknown_key_does_not_echo_its_value(tmp_path: Path) -> None:
+    # A misspelt secret key must not leak the secret.
+    message = error_of(tmp_path, f"alerts: {{telegram_tokn: '{TOKEN}'}}\n")
+    assert "alerts.telegram_tokn: unknown key" in message
+    assert "'telegram_token'" in message
+    assert TOKEN not in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "risk:\n  position_size: 1\n  stop_loss_ticks: [8\n")
+    assert ": line 4, column 1: invalid YAML" in message
+    assert "invalid YAML" in message
+
+
+def test_yaml_syntax_error_exact_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "strategy:\n  lookback: 5\n bad: indentation\n")
+    assert "line 3" in message
+
+
+def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "risk: {position_size: 1}\nrisk: {position_size: 2}\n")
+    assert "line 2" in message
+    assert "duplicate key 'risk'" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_directory_is_not_a_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)
+
+
+# --- environment substitution -------------------------------------------------------------------
+
+
+def test_env_variable_is_substituted(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, "broker: {host: '${IB_HOST}'}\n", env={"IB_HOST": "10.0.0.5"})
+    assert cfg.broker.host == "10.0.0.5"
+
+
+def test_env_default_is_used_when_unset_and_ignored_when_set(tmp_path: Path) -> None:
+    text = "broker: {host: '${IB_HOST:-gateway}', port: '${IB_PORT:-4003}'}\n"
+    unset = load_text(tmp_path, text)
+    assert (unset.broker.host, unset.broker.port) == ("gateway", 4003)
+    set_ = load_text(tmp_path, text, env={"IB_HOST": "h", "IB_PORT": "4010"})
+    assert (set_.broker.host, set_.broker.port) == ("h", 4010)
+
+
+def test_env_inside_a_longer_string(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, "kafka: {bootstrap: '${KAFKA_HOST}:9093'}\n", {"KAFKA_HOST": "k1"})
+    assert cfg.kafka.bootstrap == "k1:9093"
+
+
+def test_unset_env_for_optional_setting_is_null(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, "alerts: {webhook: '${ALERT_HOOK}'}\n")
+    assert cfg.alerts.webhook is None
+    assert cfg.warnings == ()
+
+
+def test_unset_env_for_required_setting_names_the_variable(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "broker: {host: '${IB_HOST}'}\n")
+    assert "broker.host = ${IB_HOST}: must be set" in message
+    assert "environment variable IB_HOST" in message
+
+
+def test_partially_unset_env_is_named_in_the_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "kafka: {bootstrap: '${KAFKA_HOST}:9092'}\n")
+    assert "kafka.bootstrap = ':9092'" in message
+    assert "KAFKA_HOST" in message
+
+
+def test_malformed_placeholder_is_an_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "broker: {host: '${IB_HOST'}\n")
+    assert "broker.host" in message
+    assert "malformed placeholder" in message
+
+
+def test_numeric_chat_id_from_env_is_a_string(tmp_path: Path) -> None:
+    env = {"TELEGRAM_CHAT_ID": "-1001234567890", "TELEGRAM_BOT_TOKEN": TOKEN}
+    cfg = load_config(None, env=env)
+    assert cfg.alerts.telegram_chat == "-1001234567890"
+
+
+def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IB_ACCOUNT", "DU5550001")
+    assert load_config(None).broker.account == "DU5550001"
+
+
+def test_unset_live_account_names_the_variable() -> None:
+    live = merged(LIVE, {"broker": {"account": "${IB_ACCOUNT}"}})
+    message = error_from_dict(live)
+    assert "broker.account = ${IB_ACCOUNT}" in message
+    assert "IB_ACCOUNT is unset" in message
+    ok = config_from_dict(live, env={"IB_ACCOUNT": ACCOUNT})
+    assert ok.broker.account == ACCOUNT
+
+
+# --- safety: live errors, paper warnings --------------------------------------------------------
+
+
+def test_safe_live_config_loads_without_warnings() -> None:
+    cfg = config_from_dict(LIVE, "live.yaml", env={})
+    assert cfg.broker.is_live
+    assert cfg.warnings == ()
+
+
+HAZARDS = [
+    pytest.param({"risk": {"daily_loss_limit": 0}}, "risk.daily_loss_limit", id="no-daily-limit"),
+    pytest.param({"risk": {"kill_switch_loss": 0}}, "risk.kill_switch_loss", id="no-kill-switch"),
+    # 40 ticks x $1.25 + 2 x $0.42 = $50.84 > $50
+    pytest.param({"risk": {"stop_loss_ticks": 40}}, "risk.stop_loss_ticks", id="stop-beyond-limit"),
+    pytest.param({"risk": {"position_size": 3}}, "risk.position_size", id="oversized"),
+    pytest.param(
+        {"risk": {"min_account_balance": 1000}}, "risk.min_account_balance", id="min-balance"
+    ),
+    pytest.param({"session": {"flatten_at": "17:00"}}, "session.flatten_at", id="flatten-in-halt"),
+    pytest.param(
+        {"session": {"session_end": "16:25"}}, "session.flatten_at", id="no-flatten-window"
+    ),
+    pytest.param({"instrument": {"symbol": "XYZ"}}, "instrument.symbol", id="unknown-instrument"),
+    pytest.param(
+        {"alerts": {"telegram_token": TOKEN}}, "alerts.telegram_chat = ${", id="token-no-chat"
+    ),
+    pytest.param(
+        {"alerts": {"telegram_chat": 42}}, "alerts.telegram_token = ${", id="chat-no-token"
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), HAZARDS)
+def test_hazard_is_a_warning_in_paper_mode(overrides: dict[str, Any], key: str) -> None:
+    cfg = config_from_dict(overrides, "paper.yaml", env={})
+    assert len(cfg.warnings) == 1
+    (warning,) = cfg.warnings
+    assert warning.startswith(f"paper.yaml: {key}")
+    assert "error in live mode" in warning
+
+
+@pytest.mark.parametrize(("overrides", "key"), HAZARDS)
+def test_hazard_is_an_error_in_live_mode(overrides: dict[str, Any], key: str) -> None:
+    message = error_from_dict(merged(LIVE, overrides))
+    assert message.startswith(f"c.yaml: {key}")
+    assert "refused in live mode" in message
+    assert TOKEN not in message
+
+
+def test_stop_exactly_within_daily_limit_is_accepted() -> None:
+    # 39 ticks x $1.25 + $0.84 = $49.59 <= $50
+    cfg = config_from_dict(merged(LIVE, {"risk": {"stop_loss_ticks": 39}}), env={})
+    assert cfg.warnings == ()
+
+
+LIVE_REQUIREMENTS = [
+    pytest.param({"broker": {"kind": "paper"}}, "broker.kind", id="paper-broker"),
+    pytest.param({"broker": {"port": 4002}}, "broker.port = 4002", id="gateway-paper-port"),
+    pytest.param({"broker": {"port": 7497}}, "broker.port = 7497", id="tws-paper-port"),
+    pytest.param({"broker": {"account": None}}, "broker.account", id="no-account"),
+    pytest.param({"broker": {"account": ""}}, "broker.account", id="empty-account"),
+    pytest.param({"broker": {"account": "DU1234567"}}, "broker.account = ***", id="du-account"),
+    pytest.param({"risk": {"stop_loss_ticks": 0}}, "risk.stop_loss_ticks = 0", id="no-stop"),
+    pytest.param({"alerts": {"webhook": None}}, "alerts", id="no-alerts"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), LIVE_REQUIREMENTS)
+def test_live_requirement_is_an_error_in_live_mode(overrides: dict[str, Any], key: str) -> None:
+    message = error_from_dict(merged(LIVE, overrides))
+    assert message.startswith(f"c.yaml: {key}")
+    assert "refused in live mode" in message
+    assert "DU1234567" not in message
+
+
+@pytest.mark.parametrize(("overrides", "key"), LIVE_REQUIREMENTS)
+def test_live_requirement_is_silent_in_paper_mode(overrides: dict[str, Any], key: str) -> None:
+    # The same setting in a paper configuration (paper broker, default port) is legitimate.
+    paper_safe = {"broker": {"port": 4002, "account": "DU1"}, "risk": {"stop_loss_ticks": 8}}
+    cfg = config_from_dict(merged(paper_safe, overrides), env={})
+    assert cfg.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("broker", "key"),
+    [
+        ({"kind": "ibkr", "port": 4001}, "broker.port = 4001"),
+        ({"kind": "ibkr", "port": 7496}, "broker.port = 7496"),
+        ({"kind": "ibkr", "account": ACCOUNT}, "broker.account = ***"),
+    ],
+)
+def test_paper_mode_reaching_real_money_is_refused(broker: dict[str, Any], key: str) -> None:
+    message = error_from_dict({"broker": broker})
+    assert message.startswith(f"c.yaml: {key}")
+    assert "broker.mode: live" in message
+    assert ACCOUNT not in message
+
+
+def test_paper_mode_with_ibkr_paper_gateway_is_fine() -> None:
+    cfg = config_from_dict({"broker": {"kind": "ibkr", "account": "DU1"}}, env={})
+    assert cfg.warnings == ()
+
+
+def test_live_mode_needs_explicit_setting() -> None:
+    live_without_mode = merged(LIVE, {"broker": {"mode": "paper"}})
+    with pytest.raises(ConfigError, match=r"broker\.mode is paper"):
+        config_from_dict(live_without_mode, env={})
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def test_to_dict_redacts_set_secrets_only() -> None:
+    cfg = config_from_dict(LIVE, env={"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "42"})
+    plain = cfg.to_dict()
+    assert plain["broker"]["account"] == "***"
+    assert plain["alerts"]["telegram_token"] == "***"
+    assert plain["alerts"]["webhook"] == "***"
+    assert plain["alerts"]["telegram_chat"] == "42"
+    defaults = load_config(None, env={}).to_dict()
+    assert defaults["broker"]["account"] is None
+    for secret in (ACCOUNT, TOKEN, WEBHOOK):
+        assert secret not in str(plain)
+        assert secret not in repr(cfg)
+
+
+def test_secrets_never_appear_in_errors_or_warnings() -> None:
+    bad_hook = {"alerts": {"webhook": "ftp://user:" + TOKEN}}
+    message = error_from_dict(bad_hook)
+    assert "alerts.webhook = ***" in message
+    assert TOKEN not in message
+    paper = config_from_dict({"alerts": {"telegram_token": TOKEN}}, env={})
+    assert paper.warnings
+    assert all(TOKEN not in w for w in paper.warnings)
