@@ -49,6 +49,8 @@ StrategyKind = Literal["zscore", "bollinger", "rsi"]
 BrokerKind = Literal["paper", "ibkr"]
 TradingMode = Literal["paper", "live"]
 SessionTime = Literal["entry_start", "entry_end", "flatten_at", "session_end"]
+DataSource = Literal["simulator", "file", "ibkr"]
+FileFormat = Literal["normalized", "lean_zip", "eastern_csv"]
 
 
 def setting(
@@ -244,6 +246,32 @@ class AlertsConfig(Section):
 
 
 @dataclass(frozen=True)
+class DataConfig(Section):
+    """Where historical bars come from: the simulator (the embedded default), files, or IBKR."""
+
+    source: DataSource = "simulator"
+    path: str | None = None  # file source: one file or a folder of files
+    format: FileFormat = "normalized"
+    bar_seconds: int = setting(60, ge=1)  # the bar size kept in the store
+    seed: int = setting(7, ge=0)  # simulator
+    start_price: float = setting(5000.0, gt=0)  # simulator
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.source == "file" and not self.path:
+            yield "path", "is required when source is file"
+        if 86_400 % self.bar_seconds:
+            yield "bar_seconds", "must divide 86400 (one day) evenly, e.g. 5, 60 or 300"
+
+
+@dataclass(frozen=True)
+class QualityConfig(Section):
+    """Data-quality thresholds of the bar expectations (Great Expectations suites)."""
+
+    max_gap_minutes: int = setting(5, ge=1)  # longest hole allowed inside a session
+    max_jump_ticks: int = setting(40, ge=1)  # a larger move between bars needs volume behind it
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration. Build it with `load_config` or `config_from_dict`.
 
@@ -258,6 +286,8 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     source: str = DEFAULT_SOURCE
     warnings: tuple[str, ...] = ()
 
