@@ -50,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="simulate MES bars and backtest them on the defaults")
     demo.add_argument("--home", type=Path, default=None, help="data directory (SCALPER_HOME)")
-    demo.add_argument("--days", type=int, default=60, help="sessions to simulate (default 60)")
+    demo.add_argument("--days", type=int, default=60, help="calendar days to simulate (default 60)")
     demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     demo.set_defaults(func=_demo)
 

@@ -1,0 +1,102 @@
+"""The `scalper` console script as a user runs it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.shared import CONFORMANCE, bars_path
+
+SCALPER = str(Path(sys.executable).with_name("scalper"))
+CASE = CONFORMANCE / "02_stops_targets"
+
+
+def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if home is not None:
+        env["SCALPER_HOME"] = str(home)
+    return subprocess.run(
+        [SCALPER, *args], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("scalper: error: ")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_backtest_writes_the_exact_trades_and_prints_json(tmp_path: Path) -> None:
+    out = tmp_path / "trades.csv"
+    proc = run(
+        "backtest", "--config", str(CASE / "config.yaml"), "--data", str(bars_path(CASE)),
+        "--trades-out", str(out), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == (CASE / "trades.csv").read_text()
+    report = json.loads(proc.stdout)
+    expected = json.loads((CASE / "metrics.json").read_text())
+    assert report["trades"] == expected["trades"] == report["metrics"]["trades"]
+    assert report["metrics"]["net_pnl"] == pytest.approx(expected["net_pnl"], abs=0.005)
+
+
+def test_backtest_prints_a_summary_without_json() -> None:
+    proc = run("backtest", "--config", str(CASE / "config.yaml"), "--data", str(bars_path(CASE)))
+    assert proc.returncode == 0, proc.stderr
+    assert "trades          151" in proc.stdout
+    assert "profit factor" in proc.stdout
+
+
+def test_bad_bars_are_one_line_naming_the_row(tmp_path: Path) -> None:
+    data = tmp_path / "bars.csv"
+    lines = bars_path(CASE).read_text().splitlines()[:30]
+    lines[17] = lines[17].replace(lines[17].split(",")[2], "4000.00", 1)  # high below low
+    data.write_text("\n".join(lines) + "\n")
+    proc = run("backtest", "--config", str(CASE / "config.yaml"), "--data", str(data))
+    assert_one_line_error(proc, "bars.csv", "line 18")
+
+
+def test_missing_data_file_is_one_line(tmp_path: Path) -> None:
+    proc = run("backtest", "--config", str(CASE / "config.yaml"), "--data", str(tmp_path / "x.csv"))
+    assert_one_line_error(proc, "x.csv")
+
+
+def test_config_check_accepts_a_valid_file_and_reports_warnings() -> None:
+    proc = run("config", "check", str(CASE / "config.yaml"))
+    assert proc.returncode == 0
+    assert "OK (paper mode, MES, strategy zscore)" in proc.stdout
+    assert "no daily loss limit" in proc.stderr
+
+
+def test_config_check_rejects_an_unknown_key_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("risk:\n  daily_los_limit: 20\n")
+    proc = run("config", "check", str(cfg))
+    assert_one_line_error(proc, "bad.yaml", "risk.daily_los_limit", "daily_loss_limit")
+
+
+def test_live_mode_with_a_paper_port_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text("broker: {kind: ibkr, mode: live, port: 4002, account: U1234567}\n")
+    proc = run("config", "check", str(cfg))
+    assert_one_line_error(proc, "live.yaml", "broker")
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    proc = run("demo", "--days", "10", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "default configuration" in proc.stdout
+    assert "trades" in proc.stdout
+    assert (tmp_path / "demo" / "trades.csv").is_file()
+    assert (tmp_path / "demo" / "mes_bars.parquet").is_file()
+    again = run("demo", "--days", "10", home=tmp_path)
+    assert again.stdout.split("done in")[0] == proc.stdout.split("done in")[0], "not deterministic"

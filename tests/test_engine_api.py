@@ -1,0 +1,200 @@
+"""The incremental engine's contract with its drivers: orders, outside fills, operator controls,
+invalid input, snapshots. These are the calls the live stream and the IBKR adapter build on."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from scalper.config import config_from_dict
+from scalper.engine import Engine, FillSimulator, backtest_columns, engine_params
+from tests.strategies import Series, make_series
+
+MONDAY_0930_EDT = 1_718_026_200_000_000_000  # 2024-06-10 13:30 UTC
+MIN = 60_000_000_000
+
+
+def params(**risk: Any) -> dict[str, Any]:
+    """Entries allowed all day, small lookback: decisions come quickly on short series."""
+    overrides = {
+        "strategy": {"lookback": 5, "entry_z": 1.0, "exit_z": 0.0},
+        "session": {"entry_start": "00:00", "entry_end": "16:15"},
+        "risk": {"daily_loss_limit": 0, "daily_drawdown_limit": 0, "kill_switch_loss": 0,
+                 "min_account_balance": 0, "max_consecutive_losses": 0, **risk},
+    }  # fmt: skip
+    return engine_params(config_from_dict(overrides, source="<test>"))
+
+
+def series(n: int = 400, seed: int = 3) -> Series:
+    return make_series(seed, n, MONDAY_0930_EDT - 200 * MIN, 60, gaps=False, volatility=2.0)
+
+
+def feed_until_order(engine: Any, s: Series, start: int = 0, kind: str | None = None) -> int:
+    """Feeds bars until the engine decides an order (of `kind`); returns that bar's index."""
+    for i in range(start, len(s)):
+        order = engine.on_bar(*s.bar(i))
+        if order is not None and (kind is None or order["kind"] == kind):
+            return i
+    raise AssertionError("no order decided")
+
+
+def test_order_carries_what_a_broker_and_a_client_order_id_need() -> None:
+    engine = Engine(params(), simulate_fills=False)
+    s = series()
+    for i in range(len(s)):
+        order = engine.on_bar(*s.bar(i))
+        if order is not None:
+            break
+    assert engine.state()["order_in_flight"] is True
+    assert order["action"] in {"BUY", "SELL"}
+    assert order["kind"] == "entry" and order["reason"] is None
+    assert order["qty"] == 1
+    assert order["seq"] == 1
+    assert order["session"] == "2024-06-10"
+    assert order["bar_ts"] == s.bar(i)[0]
+    assert order["decided_ts"] == s.bar(i)[0] + MIN
+
+
+def test_no_new_decision_while_an_order_is_in_flight_and_a_reject_releases_it() -> None:
+    engine = Engine(params(), simulate_fills=False)
+    s = series()
+    i = feed_until_order(engine, s)
+    assert all(engine.on_bar(*s.bar(j)) is None for j in range(i + 1, i + 30))
+    assert engine.on_reject() is True
+    assert engine.state()["order_in_flight"] is False
+    assert engine.on_reject() is False
+
+
+def test_outside_fills_open_and_close_the_position_with_spec_accounting() -> None:
+    p = params()
+    engine = Engine(p, simulate_fills=False)
+    assert engine.on_fill(MONDAY_0930_EDT, "SELL", 1, 5000.0) is None
+    assert engine.state()["position"] == -1
+    assert engine.state()["trades_today"] == 1
+    trade = engine.on_fill(MONDAY_0930_EDT + 5 * MIN, "BUY", 1, 4998.0, "stop")
+    assert trade["side"] == "short" and trade["exit_reason"] == "stop"
+    assert trade["pnl"] == pytest.approx(2.0 * p["point_value"] - 2 * p["commission_per_side"])
+    assert engine.state()["position"] == 0
+    assert engine.state()["daily_pnl"] == pytest.approx(trade["pnl"])
+
+
+def test_a_fill_that_does_not_match_the_position_is_refused() -> None:
+    engine = Engine(params(), simulate_fills=False)
+    engine.on_fill(MONDAY_0930_EDT, "BUY", 1, 5000.0)
+    with pytest.raises(ValueError, match="does not match the position"):
+        engine.on_fill(MONDAY_0930_EDT + MIN, "BUY", 1, 5001.0)
+    with pytest.raises(ValueError, match="does not match the position"):
+        engine.on_fill(MONDAY_0930_EDT + MIN, "SELL", 2, 5001.0)
+    assert engine.state()["position"] == 1
+
+
+def test_halt_flattens_at_the_next_decision_blocks_entries_until_reset() -> None:
+    engine = Engine(params())
+    s = series()
+    i = feed_until_order(engine, s, kind="entry")
+    engine.on_bar(*s.bar(i + 1))  # the entry fills at this bar's open
+    assert engine.state()["position"] != 0
+    engine.halt()
+    order = engine.on_bar(*s.bar(i + 2))
+    assert order["kind"] == "exit" and order["reason"] == "kill"
+    engine.on_bar(*s.bar(i + 3))
+    assert engine.state()["position"] == 0
+    trades = engine.take_trades()
+    assert trades[-1]["exit_reason"] == "kill"
+    assert all(engine.on_bar(*s.bar(j)) is None for j in range(i + 4, len(s)))
+    engine.reset_halt()
+    assert engine.state()["halted"] is False
+
+
+def test_paused_entries_still_let_exits_run() -> None:
+    engine = Engine(params())
+    s = series()
+    i = feed_until_order(engine, s, kind="entry")
+    engine.pause_entries(True)
+    exit_at = feed_until_order(engine, s, i + 1)
+    assert engine.state()["entries_paused"] is True
+    engine.on_bar(*s.bar(exit_at + 1))
+    assert engine.state()["position"] == 0
+    assert all(engine.on_bar(*s.bar(j)) is None for j in range(exit_at + 2, len(s)))
+
+
+@pytest.mark.parametrize(
+    ("bar", "why"),
+    [
+        ((MONDAY_0930_EDT, float("nan"), 1.0, 1.0, 1.0, 1), "finite and positive"),
+        ((MONDAY_0930_EDT, 5000.0, 4999.0, 4998.0, 5000.0, 1), "high/low"),
+        ((MONDAY_0930_EDT, 5000.0, 5001.0, 4999.0, 5000.0, -1), "negative volume"),
+        ((MONDAY_0930_EDT, -5.0, 5001.0, -5.0, 5000.0, 1), "finite and positive"),
+    ],
+)
+def test_invalid_bars_are_refused_and_change_nothing(bar: tuple, why: str) -> None:
+    engine = Engine(params())
+    engine.on_bar(MONDAY_0930_EDT - MIN, 5000.0, 5001.0, 4999.0, 5000.0, 10)
+    before = engine.snapshot()
+    with pytest.raises(ValueError, match=why):
+        engine.on_bar(*bar)
+    assert engine.snapshot() == before
+
+
+def test_out_of_order_and_duplicate_bars_are_refused() -> None:
+    engine = Engine(params())
+    engine.on_bar(MONDAY_0930_EDT, 5000.0, 5001.0, 4999.0, 5000.0, 10)
+    with pytest.raises(ValueError, match="not after the previous bar"):
+        engine.on_bar(MONDAY_0930_EDT, 5000.0, 5001.0, 4999.0, 5000.0, 10)
+    with pytest.raises(ValueError, match="not after the previous bar"):
+        engine.on_bar(MONDAY_0930_EDT - MIN, 5000.0, 5001.0, 4999.0, 5000.0, 10)
+
+
+def test_parameters_are_checked_by_name() -> None:
+    p = params()
+    with pytest.raises(ValueError, match=r"unknown engine parameter .lookbak."):
+        Engine({**p, "lookbak": 3})
+    missing = dict(p)
+    del missing["tick_size"]
+    with pytest.raises(ValueError, match=r".tick_size. is missing"):
+        Engine(missing)
+    with pytest.raises(ValueError, match="unknown time zone"):
+        Engine({**p, "timezone": "Mars/Olympus"})
+    with pytest.raises(KeyError, match="lookbak"):
+        engine_params(config_from_dict({}), {"lookbak": 3})
+
+
+def test_snapshots_are_versioned_and_corruption_is_an_error() -> None:
+    engine = Engine(params())
+    snap = engine.snapshot()
+    with pytest.raises(ValueError, match="version"):
+        Engine.restore(b"\x63" + snap[1:])
+    with pytest.raises(ValueError, match="corrupt"):
+        Engine.restore(snap[:5])
+    with pytest.raises(ValueError, match="empty"):
+        Engine.restore(b"")
+
+
+def test_fill_simulator_is_the_backtest_broker_and_pickles() -> None:
+    p = params(stop_loss_ticks=4, take_profit_ticks=6)
+    sim = FillSimulator(p)
+    sim.submit("BUY", 1, "entry")
+    assert sim.has_pending()
+    fills = sim.on_bar(MONDAY_0930_EDT, 5000.0, 5001.0, 4998.5)
+    # Entry at open + 1 tick slippage, then the stop (entry - 4 ticks) is touched intrabar.
+    assert [(f["kind"], f["price"], f["reason"]) for f in fills] == [
+        ("entry", 5000.25, None),
+        ("exit", 4999.25 - 0.25, "stop"),
+    ]
+    assert sim.position() == 0
+    sim.submit("SELL", 1, "entry")
+    clone = pickle.loads(pickle.dumps(sim))
+    assert clone.has_pending() and clone.snapshot() == sim.snapshot()
+    with pytest.raises(ValueError, match="BUY or SELL"):
+        sim.submit("HOLD", 1, "entry")
+
+
+def test_batch_equity_ends_at_capital_plus_net_pnl() -> None:
+    s = series(2000, seed=9)
+    p = params()
+    out = backtest_columns(s.columns, p)
+    assert len(out["equity"]) == len(s)
+    assert out["equity"][-1] == pytest.approx(p["starting_capital"] + out["metrics"]["net_pnl"])
+    assert out["session_pnl"].sum() == pytest.approx(out["metrics"]["net_pnl"])
