@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from scalper.errors import DataError
 
@@ -107,17 +108,31 @@ def write_bars(df: pl.DataFrame, path: str | Path) -> None:
         raise
 
 
-def to_engine_columns(df: pl.DataFrame) -> dict[str, np.ndarray]:
-    """The bar columns as contiguous numpy arrays for the Rust engine.
+def to_engine_columns(bars: pl.DataFrame | pa.Table) -> dict[str, np.ndarray]:
+    """The bar columns as contiguous numpy arrays for the Rust engine, from polars or Arrow.
 
-    A validated single-chunk frame is shared without copying; a multi-chunk frame (e.g. after
-    `pl.concat`) has to be copied once into one buffer, because the engine needs contiguous memory.
+    Single-chunk columns of the right type are shared without copying (the engine reads the very
+    buffers Parquet was decoded into); a multi-chunk column (e.g. after `pl.concat`) has to be
+    copied once into one buffer, because the engine needs contiguous memory.
     """
+    if isinstance(bars, pa.Table):
+        return {name: _arrow_column(bars, name, dtype) for name, dtype in BAR_SCHEMA.items()}
     arrays = {}
     for name, dtype in BAR_SCHEMA.items():
-        column = df.get_column(name).cast(dtype).rechunk()
+        column = bars.get_column(name).cast(dtype).rechunk()
         arrays[name] = np.ascontiguousarray(column.to_numpy())
     return arrays
+
+
+def _arrow_column(table: pa.Table, name: str, dtype: pl.DataType) -> np.ndarray:
+    column = table.column(name)
+    if column.null_count:
+        raise DataError(f"column {name} has {column.null_count} missing values")
+    target = pa.int64() if dtype == pl.Int64() else pa.float64()
+    if column.type != target:
+        column = column.cast(target)
+    chunk = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return np.ascontiguousarray(chunk.to_numpy(zero_copy_only=False))
 
 
 def _file_kind(path: Path) -> str:
