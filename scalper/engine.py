@@ -83,15 +83,7 @@ def backtest_columns(
     columns: Mapping[str, np.ndarray], params: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Runs the engine's batch backtest over bar columns (`ts, open, high, low, close, volume`)."""
-    return _engine.backtest(
-        columns["ts"],
-        columns["open"],
-        columns["high"],
-        columns["low"],
-        columns["close"],
-        columns["volume"],
-        dict(params),
-    )
+    return _engine.backtest(columns, dict(params))
 
 
 def sweep_columns(
@@ -100,16 +92,7 @@ def sweep_columns(
     threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Runs many parameter sets over the same bars in parallel; one metrics column per field."""
-    return _engine.sweep(
-        columns["ts"],
-        columns["open"],
-        columns["high"],
-        columns["low"],
-        columns["close"],
-        columns["volume"],
-        [dict(p) for p in param_sets],
-        threads,
-    )
+    return _engine.sweep(columns, [dict(p) for p in param_sets], threads)
 
 
 def replay(

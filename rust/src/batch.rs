@@ -216,18 +216,15 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
     pool.install(|| {
         let mut calendars: HashMap<(String, i32, i64), CalendarColumns> = HashMap::new();
         for p in sets {
-            let key = p.calendar_key();
-            if !calendars.contains_key(&key) {
-                calendars.insert(key, calendar_columns(p, cols.ts)?);
+            if let std::collections::hash_map::Entry::Vacant(slot) = calendars.entry(p.calendar_key()) {
+                slot.insert(calendar_columns(p, cols.ts)?);
             }
         }
         let mut rules: Vec<_> = sets.iter().map(|p| (p.rule.indicator_key(), p.rule)).collect();
         rules.sort_by_key(|(k, _)| *k);
         rules.dedup_by_key(|(k, _)| *k);
-        let indicators: HashMap<(u8, usize), Vec<f64>> = rules
-            .par_iter()
-            .map(|(key, rule)| (*key, Indicator::series(rule, cols.close)))
-            .collect();
+        let indicators: HashMap<(u8, usize), Vec<f64>> =
+            rules.par_iter().map(|(key, rule)| (*key, Indicator::series(rule, cols.close))).collect();
         Ok(sets
             .par_iter()
             .map(|p| {

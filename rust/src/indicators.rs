@@ -27,14 +27,7 @@ pub struct RollingZ {
 
 impl RollingZ {
     pub fn new(lookback: usize) -> Self {
-        RollingZ {
-            window: vec![0.0; lookback.max(2)],
-            next: 0,
-            seen: 0,
-            anchor: 0.0,
-            sum: 0.0,
-            sum_sq: 0.0,
-        }
+        RollingZ { window: vec![0.0; lookback.max(2)], next: 0, seen: 0, anchor: 0.0, sum: 0.0, sum_sq: 0.0 }
     }
 
     /// Adds `close`, returns the z-score of it (NaN while undefined).

@@ -37,6 +37,24 @@ pub struct Bar {
     pub volume: i64,
 }
 
+impl Bar {
+    /// Why this bar must not be traded on, if it must not (the engine refuses it unchanged).
+    pub fn problem(&self, previous: Option<&Bar>) -> Option<String> {
+        let prices = [self.open, self.high, self.low, self.close];
+        if prices.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            Some("prices must be finite and positive".to_string())
+        } else if self.high < self.open.max(self.close) || self.low > self.open.min(self.close) {
+            Some("high/low do not contain open and close".to_string())
+        } else if self.volume < 0 {
+            Some("negative volume".to_string())
+        } else {
+            previous
+                .filter(|prev| self.ts <= prev.ts)
+                .map(|prev| format!("ts {} is not after the previous bar's ts {}", self.ts, prev.ts))
+        }
+    }
+}
+
 /// What the calendar and the indicator say about a bar (precomputed by sweeps, computed on the
 /// fly by the incremental engine).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -159,8 +177,8 @@ impl Book {
             self.consecutive_losses = 0;
         }
         let killed = p.kill_switch_loss > 0.0 && self.cumulative_pnl <= -p.kill_switch_loss;
-        let broke = p.min_account_balance > 0.0
-            && p.starting_capital + self.cumulative_pnl < p.min_account_balance;
+        let broke =
+            p.min_account_balance > 0.0 && p.starting_capital + self.cumulative_pnl < p.min_account_balance;
         if killed || broke {
             self.halted = true;
         }
@@ -209,8 +227,7 @@ impl Book {
             && !self.entries_paused
             && in_window(close_seconds, p.entry_start, p.entry_end)
             && (p.daily_loss_limit == 0.0 || self.daily_pnl > -p.daily_loss_limit)
-            && (p.daily_drawdown_limit == 0.0
-                || self.daily_peak - self.daily_pnl < p.daily_drawdown_limit)
+            && (p.daily_drawdown_limit == 0.0 || self.daily_peak - self.daily_pnl < p.daily_drawdown_limit)
             && c >= self.pause_until
             && (p.max_trades_per_day == 0 || self.trades_today < p.max_trades_per_day)
     }
@@ -258,6 +275,10 @@ pub struct Engine {
     pub bars_seen: u64,
 }
 
+/// What one bar produced: the order decided at its close, and the simulator's fills (with the
+/// trades they closed) inside it.
+pub type BarOutcome = (Option<Order>, Vec<(Fill, Option<Trade>)>);
+
 /// Snapshot format version; bump when the serialized layout changes.
 const SNAPSHOT_VERSION: u8 = 1;
 
@@ -288,8 +309,12 @@ impl Engine {
     }
 
     /// Feeds one bar. Returns the order decided at its close (if any) and the fills/trades that
-    /// the simulator produced inside it (empty with external fills).
-    pub fn on_bar(&mut self, bar: Bar) -> (Option<Order>, Vec<(Fill, Option<Trade>)>) {
+    /// the simulator produced inside it (empty with external fills). An invalid bar is refused
+    /// and changes nothing: no trade is ever taken on invalid data.
+    pub fn on_bar(&mut self, bar: Bar) -> Result<BarOutcome, String> {
+        if let Some(why) = bar.problem(self.last_bar.as_ref()) {
+            return Err(format!("invalid bar at ts {}: {why}", bar.ts));
+        }
         let close_ts = bar.ts + self.params.bar_ns;
         let session_day = self.clock().local(bar.ts).session_day;
         let close_seconds = self.clock().local(close_ts).seconds_of_day;
@@ -298,15 +323,13 @@ impl Engine {
         self.bars_seen += 1;
         let mut fills = Vec::new();
         let order = match self.sim.as_mut() {
-            Some(sim) => step(&self.params, &mut self.book, sim, &bar, &at, true, |f, t| {
-                fills.push((*f, t))
-            }),
+            Some(sim) => step(&self.params, &mut self.book, sim, &bar, &at, true, |f, t| fills.push((*f, t))),
             None => {
                 self.book.roll(at.session_day);
                 self.book.decide(&self.params, close_ts, close_seconds, bar.volume, at.indicator)
             }
         };
-        (order, fills)
+        Ok((order, fills))
     }
 
     /// A fill from an outside broker. The session roll runs first, as it would at the start of

@@ -99,7 +99,15 @@ impl MetricsAcc {
 
     pub fn finish(&self) -> Metrics {
         let n = self.trades as f64;
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else if a > 0.0 { f64::INFINITY } else { f64::NAN };
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                a / b
+            } else if a > 0.0 {
+                f64::INFINITY
+            } else {
+                f64::NAN
+            }
+        };
         let mean_or_nan = |sum: f64, count: u64| if count > 0 { sum / count as f64 } else { f64::NAN };
         let sessions = self.sessions as f64;
         let std = if self.sessions > 1 { (self.ret_m2 / (sessions - 1.0)).sqrt() } else { f64::NAN };
@@ -138,25 +146,45 @@ fn ratio_or_nan(a: f64, b: f64) -> f64 {
 }
 
 impl Metrics {
-    /// Names and values, in a fixed order (the columns of a sweep table).
-    pub fn fields(&self) -> [(&'static str, f64); 16] {
+    /// Field names in a fixed order (the columns of a sweep table).
+    pub const NAMES: [&'static str; 16] = [
+        "trades",
+        "net_pnl",
+        "win_rate",
+        "profit_factor",
+        "max_drawdown",
+        "max_drawdown_pct",
+        "sharpe",
+        "sortino",
+        "calmar",
+        "expectancy",
+        "avg_trade",
+        "avg_win",
+        "avg_loss",
+        "exposure",
+        "sessions",
+        "return_pct",
+    ];
+
+    /// Values in the order of `NAMES`.
+    pub fn values(&self) -> [f64; 16] {
         [
-            ("trades", self.trades as f64),
-            ("net_pnl", self.net_pnl),
-            ("win_rate", self.win_rate),
-            ("profit_factor", self.profit_factor),
-            ("max_drawdown", self.max_drawdown),
-            ("max_drawdown_pct", self.max_drawdown_pct),
-            ("sharpe", self.sharpe),
-            ("sortino", self.sortino),
-            ("calmar", self.calmar),
-            ("expectancy", self.expectancy),
-            ("avg_trade", self.avg_trade),
-            ("avg_win", self.avg_win),
-            ("avg_loss", self.avg_loss),
-            ("exposure", self.exposure),
-            ("sessions", self.sessions as f64),
-            ("return_pct", self.return_pct),
+            self.trades as f64,
+            self.net_pnl,
+            self.win_rate,
+            self.profit_factor,
+            self.max_drawdown,
+            self.max_drawdown_pct,
+            self.sharpe,
+            self.sortino,
+            self.calmar,
+            self.expectancy,
+            self.avg_trade,
+            self.avg_win,
+            self.avg_loss,
+            self.exposure,
+            self.sessions as f64,
+            self.return_pct,
         ]
     }
 }

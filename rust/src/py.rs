@@ -14,12 +14,37 @@ use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
 
 /// The keys of the flat parameter mapping built by `scalper.engine.engine_params`.
 const PARAM_KEYS: [&str; 31] = [
-    "tick_size", "point_value", "bar_seconds", "strategy", "lookback", "entry_z", "exit_z", "k",
-    "period", "oversold", "overbought", "min_volume", "position_size", "stop_loss_ticks",
-    "take_profit_ticks", "daily_loss_limit", "daily_drawdown_limit", "max_consecutive_losses",
-    "loss_pause_minutes", "max_trades_per_day", "max_position_minutes", "starting_capital",
-    "kill_switch_loss", "min_account_balance", "timezone", "entry_start", "entry_end",
-    "flatten_at", "session_end", "commission_per_side", "slippage_ticks",
+    "tick_size",
+    "point_value",
+    "bar_seconds",
+    "strategy",
+    "lookback",
+    "entry_z",
+    "exit_z",
+    "k",
+    "period",
+    "oversold",
+    "overbought",
+    "min_volume",
+    "position_size",
+    "stop_loss_ticks",
+    "take_profit_ticks",
+    "daily_loss_limit",
+    "daily_drawdown_limit",
+    "max_consecutive_losses",
+    "loss_pause_minutes",
+    "max_trades_per_day",
+    "max_position_minutes",
+    "starting_capital",
+    "kill_switch_loss",
+    "min_account_balance",
+    "timezone",
+    "entry_start",
+    "entry_end",
+    "flatten_at",
+    "session_end",
+    "commission_per_side",
+    "slippage_ticks",
 ];
 
 fn value_error(msg: impl Into<String>) -> PyErr {
@@ -117,7 +142,12 @@ fn reason_of(kind: OrderKind) -> Option<&'static str> {
     }
 }
 
-fn order_dict<'py>(py: Python<'py>, order: &Order, engine: &Engine, bar: &Bar) -> PyResult<Bound<'py, PyDict>> {
+fn order_dict<'py>(
+    py: Python<'py>,
+    order: &Order,
+    engine: &Engine,
+    bar: &Bar,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let day = engine.book.session_day.unwrap_or_default();
     d.set_item("session", session_date(day))?;
@@ -159,50 +189,64 @@ fn trade_dict<'py>(py: Python<'py>, t: &Trade) -> PyResult<Bound<'py, PyDict>> {
 
 fn metrics_dict<'py>(py: Python<'py>, m: &Metrics) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    for (name, value) in m.fields() {
-        if name == "trades" || name == "sessions" {
-            d.set_item(name, value as u64)?;
-        } else {
-            d.set_item(name, value)?;
+    d.set_item("trades", m.trades)?;
+    d.set_item("sessions", m.sessions)?;
+    for (name, value) in Metrics::NAMES.iter().zip(m.values()) {
+        if !d.contains(*name)? {
+            d.set_item(*name, value)?;
         }
     }
     Ok(d)
 }
 
-fn columns<'a>(
-    ts: &'a PyReadonlyArray1<'_, i64>,
-    open: &'a PyReadonlyArray1<'_, f64>,
-    high: &'a PyReadonlyArray1<'_, f64>,
-    low: &'a PyReadonlyArray1<'_, f64>,
-    close: &'a PyReadonlyArray1<'_, f64>,
-    volume: &'a PyReadonlyArray1<'_, i64>,
-) -> PyResult<Columns<'a>> {
-    let contiguous = |r: Result<&'a [f64], _>| r.map_err(|_| value_error("bar columns must be contiguous arrays"));
-    Ok(Columns {
-        ts: ts.as_slice().map_err(|_| value_error("ts must be a contiguous int64 array"))?,
-        open: contiguous(open.as_slice())?,
-        high: contiguous(high.as_slice())?,
-        low: contiguous(low.as_slice())?,
-        close: contiguous(close.as_slice())?,
-        volume: volume.as_slice().map_err(|_| value_error("volume must be a contiguous int64 array"))?,
+/// The bar columns as a mapping of contiguous NumPy arrays (borrowed, never copied).
+#[derive(FromPyObject)]
+struct BarArrays<'py> {
+    #[pyo3(item)]
+    ts: PyReadonlyArray1<'py, i64>,
+    #[pyo3(item)]
+    open: PyReadonlyArray1<'py, f64>,
+    #[pyo3(item)]
+    high: PyReadonlyArray1<'py, f64>,
+    #[pyo3(item)]
+    low: PyReadonlyArray1<'py, f64>,
+    #[pyo3(item)]
+    close: PyReadonlyArray1<'py, f64>,
+    #[pyo3(item)]
+    volume: PyReadonlyArray1<'py, i64>,
+}
+
+impl BarArrays<'_> {
+    fn columns(&self) -> PyResult<Columns<'_>> {
+        let cols = Columns {
+            ts: contiguous("ts", &self.ts)?,
+            open: contiguous("open", &self.open)?,
+            high: contiguous("high", &self.high)?,
+            low: contiguous("low", &self.low)?,
+            close: contiguous("close", &self.close)?,
+            volume: contiguous("volume", &self.volume)?,
+        };
+        cols.check().map_err(value_error)?;
+        Ok(cols)
+    }
+}
+
+fn contiguous<'a, T: numpy::Element>(name: &str, array: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
+    array.as_slice().map_err(|_| {
+        let dtype = std::any::type_name::<T>();
+        value_error(format!("bar column {name} must be a contiguous {dtype} array"))
     })
 }
 
 /// Backtest over columns: returns trade columns, per-bar equity, per-session P&L and metrics.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn backtest<'py>(
     py: Python<'py>,
-    ts: PyReadonlyArray1<'py, i64>,
-    open: PyReadonlyArray1<'py, f64>,
-    high: PyReadonlyArray1<'py, f64>,
-    low: PyReadonlyArray1<'py, f64>,
-    close: PyReadonlyArray1<'py, f64>,
-    volume: PyReadonlyArray1<'py, i64>,
+    columns: BarArrays<'py>,
     params: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let p = params_from_dict(params)?;
-    let cols = columns(&ts, &open, &high, &low, &close, &volume)?;
+    let cols = columns.columns()?;
     let out = py.allow_threads(|| batch::backtest(&p, &cols)).map_err(value_error)?;
     let t = &out.trades;
     let d = PyDict::new(py);
@@ -223,16 +267,10 @@ fn backtest<'py>(
 
 /// Many parameter sets over the same bars, in parallel; one metrics column per field.
 #[pyfunction]
-#[pyo3(signature = (ts, open, high, low, close, volume, param_sets, threads=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (columns, param_sets, threads=None))]
 fn sweep<'py>(
     py: Python<'py>,
-    ts: PyReadonlyArray1<'py, i64>,
-    open: PyReadonlyArray1<'py, f64>,
-    high: PyReadonlyArray1<'py, f64>,
-    low: PyReadonlyArray1<'py, f64>,
-    close: PyReadonlyArray1<'py, f64>,
-    volume: PyReadonlyArray1<'py, i64>,
+    columns: BarArrays<'py>,
     param_sets: &Bound<'py, PyList>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -240,34 +278,14 @@ fn sweep<'py>(
         .iter()
         .map(|item| params_from_dict(item.downcast::<PyDict>()?))
         .collect::<PyResult<Vec<_>>>()?;
-    let cols = columns(&ts, &open, &high, &low, &close, &volume)?;
+    let cols = columns.columns()?;
     let results = py.allow_threads(|| batch::sweep(&sets, &cols, threads)).map_err(value_error)?;
     let d = PyDict::new(py);
-    let names = Metrics::fields(&results.first().cloned().unwrap_or_else(|| {
-        crate::metrics::MetricsAcc::new(1.0).finish()
-    }))
-    .map(|(name, _)| name);
-    for (j, name) in names.iter().enumerate() {
-        let column: Vec<f64> = results.iter().map(|m| m.fields()[j].1).collect();
+    for (j, name) in Metrics::NAMES.iter().enumerate() {
+        let column: Vec<f64> = results.iter().map(|m| m.values()[j]).collect();
         d.set_item(*name, column.into_pyarray(py))?;
     }
     Ok(d)
-}
-
-fn check_bar(bar: &Bar, last: Option<&Bar>) -> PyResult<()> {
-    let prices = [bar.open, bar.high, bar.low, bar.close];
-    let why = if prices.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-        Some("prices must be finite and positive".to_string())
-    } else if bar.high < bar.open.max(bar.close) || bar.low > bar.open.min(bar.close) {
-        Some("high/low do not contain open and close".to_string())
-    } else if bar.volume < 0 {
-        Some("negative volume".to_string())
-    } else if let Some(prev) = last.filter(|prev| bar.ts <= prev.ts) {
-        Some(format!("ts {} is not after the previous bar's ts {}", bar.ts, prev.ts))
-    } else {
-        None
-    };
-    why.map_or(Ok(()), |why| Err(value_error(format!("invalid bar at ts {}: {why}", bar.ts))))
 }
 
 /// The incremental engine: `on_bar` per bar returns the order decided at its close, or None.
@@ -300,8 +318,7 @@ impl PyEngine {
         volume: i64,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let bar = Bar { ts, open, high, low, close, volume };
-        check_bar(&bar, self.inner.last_bar.as_ref())?;
-        let (order, events) = self.inner.on_bar(bar);
+        let (order, events) = self.inner.on_bar(bar).map_err(value_error)?;
         for (fill, trade) in events {
             self.fills.push(fill);
             self.trades.extend(trade);
@@ -327,7 +344,8 @@ impl PyEngine {
             let pending = self.inner.book.in_flight.and_then(|o| reason_of(o.kind));
             let name = reason.or(pending).unwrap_or("signal");
             OrderKind::Exit(
-                ExitReason::from_name(name).ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
+                ExitReason::from_name(name)
+                    .ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
             )
         };
         let fill = Fill { ts, action, qty, price, kind };
@@ -404,11 +422,18 @@ impl PyEngine {
 
     #[staticmethod]
     fn restore(data: &[u8]) -> PyResult<Self> {
-        Ok(PyEngine { inner: Engine::restore(data).map_err(value_error)?, fills: Vec::new(), trades: Vec::new() })
+        Ok(PyEngine {
+            inner: Engine::restore(data).map_err(value_error)?,
+            fills: Vec::new(),
+            trades: Vec::new(),
+        })
     }
 
     /// Pickling goes through the snapshot, so Bytewax recovery stores the exact state.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+        py: Python<'py>,
+    ) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
         let restore = slf.getattr("restore")?.unbind();
         Ok((restore, (slf.borrow().snapshot(py),)))
     }
@@ -437,7 +462,8 @@ impl PyFillSimulator {
             "exit" => {
                 let name = reason.unwrap_or("signal");
                 OrderKind::Exit(
-                    ExitReason::from_name(name).ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
+                    ExitReason::from_name(name)
+                        .ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
                 )
             }
             other => return Err(value_error(format!("order kind must be entry or exit, not {other:?}"))),
@@ -452,14 +478,26 @@ impl PyFillSimulator {
     }
 
     /// Fills produced by one bar (the working order at the open, then stop/target intrabar).
-    fn on_bar<'py>(&mut self, py: Python<'py>, ts: i64, open: f64, high: f64, low: f64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    fn on_bar<'py>(
+        &mut self,
+        py: Python<'py>,
+        ts: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let mut fills = Vec::new();
         self.sim.on_bar(&self.params, ts, open, high, low, |f| fills.push(f));
         fills.iter().map(|f| fill_dict(py, f)).collect()
     }
 
     /// Closes the position at `close` with slippage (end of data).
-    fn close_out<'py>(&mut self, py: Python<'py>, ts: i64, close: f64) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn close_out<'py>(
+        &mut self,
+        py: Python<'py>,
+        ts: i64,
+        close: f64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
         self.sim.close_out(&self.params, ts, close).map(|f| fill_dict(py, &f)).transpose()
     }
 
@@ -474,18 +512,22 @@ impl PyFillSimulator {
     }
 
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes = postcard::to_stdvec(&(&self.params, &self.sim)).map_err(|e| value_error(e.to_string()))?;
+        let bytes =
+            postcard::to_stdvec(&(&self.params, &self.sim)).map_err(|e| value_error(e.to_string()))?;
         Ok(PyBytes::new(py, &bytes))
     }
 
     #[staticmethod]
     fn restore(data: &[u8]) -> PyResult<Self> {
-        let (params, sim): (Params, FillSim) =
-            postcard::from_bytes(data).map_err(|e| value_error(format!("corrupt simulator snapshot: {e}")))?;
+        let (params, sim): (Params, FillSim) = postcard::from_bytes(data)
+            .map_err(|e| value_error(format!("corrupt simulator snapshot: {e}")))?;
         Ok(PyFillSimulator { params, sim })
     }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+        py: Python<'py>,
+    ) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
         let restore = slf.getattr("restore")?.unbind();
         Ok((restore, (slf.borrow().snapshot(py)?,)))
     }

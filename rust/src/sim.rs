@@ -159,10 +159,10 @@ impl FillSim {
                 self.side = order.action;
                 self.qty = order.qty;
                 self.entry_ts = ts;
-                self.stop = (p.stop_loss_ticks > 0)
-                    .then(|| price - s * p.stop_loss_ticks as f64 * p.tick_size);
-                self.target = (p.take_profit_ticks > 0)
-                    .then(|| price + s * p.take_profit_ticks as f64 * p.tick_size);
+                self.stop =
+                    (p.stop_loss_ticks > 0).then_some(price - s * p.stop_loss_ticks as f64 * p.tick_size);
+                self.target =
+                    (p.take_profit_ticks > 0).then_some(price + s * p.take_profit_ticks as f64 * p.tick_size);
             }
             OrderKind::Exit(_) => self.flatten(),
         }
@@ -188,14 +188,14 @@ impl FillSim {
         let losing = |a: f64, b: f64| if long { a <= b } else { a >= b };
         let winning = |a: f64, b: f64| if long { a >= b } else { a <= b };
         let s = f64::from(self.side);
-        let hit = if let Some(stop) = self.stop.filter(|&stop| {
-            (after_entry && losing(open, stop)) || losing(adverse, stop)
-        }) {
+        let hit = if let Some(stop) =
+            self.stop.filter(|&stop| (after_entry && losing(open, stop)) || losing(adverse, stop))
+        {
             let level = if after_entry && losing(open, stop) { open } else { stop };
             Some((level - s * slip, ExitReason::Stop))
-        } else if let Some(target) = self.target.filter(|&target| {
-            (after_entry && winning(open, target)) || winning(favorable, target)
-        }) {
+        } else if let Some(target) =
+            self.target.filter(|&target| (after_entry && winning(open, target)) || winning(favorable, target))
+        {
             let level = if after_entry && winning(open, target) { open } else { target };
             Some((level, ExitReason::Target))
         } else {
