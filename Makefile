@@ -21,11 +21,14 @@ demo: $(STAMP)
 	$(BIN)/scalper demo
 
 test: $(STAMP)
+	cargo test --quiet --manifest-path rust/Cargo.toml --no-default-features
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cargo fmt --manifest-path rust/Cargo.toml --check
+	cargo clippy --quiet --manifest-path rust/Cargo.toml -- -D warnings
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
