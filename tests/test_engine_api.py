@@ -219,3 +219,56 @@ def test_arrow_columns_reach_the_engine_without_copies(tmp_path: Path) -> None:
         backtest_columns(columns, p)["pnl"].tolist()
         == backtest_columns(s.columns, p)["pnl"].tolist()
     )
+
+
+def test_kill_flattens_now_and_drops_a_working_entry() -> None:
+    s = series()
+    engine = Engine(params())
+    i = feed_until_order(engine, s, kind="entry")
+    assert engine.kill() is None, "flat with a working entry: nothing to flatten"
+    assert engine.state()["order_in_flight"] is False and engine.state()["halted"] is True
+    engine.on_bar(*s.bar(i + 1))
+    assert engine.state()["position"] == 0, "the cancelled entry must not fill"
+
+    engine = Engine(params())
+    i = feed_until_order(engine, s, kind="entry")
+    engine.on_bar(*s.bar(i + 1))
+    side = engine.state()["position"]
+    order = engine.kill()
+    assert order["kind"] == "exit" and order["reason"] == "kill"
+    assert order["action"] == ("SELL" if side > 0 else "BUY")
+    assert engine.kill() is None, "the exit is already working"
+    engine.on_bar(*s.bar(i + 2))
+    assert engine.state()["position"] == 0
+    assert engine.take_trades()[-1]["exit_reason"] == "kill"
+
+
+def test_reload_with_the_same_parameters_changes_nothing() -> None:
+    """Rebuilding the indicator from the closes and carrying the book over is exact."""
+    s = series(1200, seed=4)
+    p = params(stop_loss_ticks=8)
+    whole, reloaded = Engine(p), Engine(p)
+    half = len(s) // 2
+    for i in range(half):
+        assert whole.on_bar(*s.bar(i)) == reloaded.on_bar(*s.bar(i))
+    reloaded.reload(p, s.columns["close"][:half].tolist())
+    assert reloaded.state() == whole.state()
+    for i in range(half, len(s)):
+        assert whole.on_bar(*s.bar(i)) == reloaded.on_bar(*s.bar(i))
+    assert whole.take_trades() == reloaded.take_trades()
+
+
+def test_reloaded_parameters_take_effect_and_the_account_stays() -> None:
+    s = series(1200, seed=4)
+    p = params()
+    engine = Engine(p)
+    half = len(s) // 2
+    for i in range(half):
+        engine.on_bar(*s.bar(i))
+    before = engine.state()
+    engine.reload({**p, "lookback": 12, "entry_z": 50.0}, s.columns["close"][:half].tolist())
+    assert engine.state() == before
+    orders = [engine.on_bar(*s.bar(i)) for i in range(half, len(s))]
+    assert not [o for o in orders if o is not None and o["kind"] == "entry"]
+    with pytest.raises(ValueError, match="unknown time zone"):
+        engine.reload({**p, "timezone": "Nowhere/City"}, [])

@@ -356,6 +356,46 @@ impl Engine {
         self.book.in_flight.take()
     }
 
+    /// The kill switch: halts (permanently, until a manual reset), drops a working entry, and
+    /// decides the flattening exit now instead of at the next bar's close. Returns that exit
+    /// order; None when flat or an exit is already working. With outside fills the driver must
+    /// also cancel a working entry at its broker.
+    pub fn kill(&mut self) -> Option<Order> {
+        self.book.halted = true;
+        if matches!(self.book.in_flight, Some(Order { kind: OrderKind::Entry, .. })) {
+            self.book.in_flight = None;
+            if let Some(sim) = self.sim.as_mut() {
+                sim.cancel();
+            }
+        }
+        if self.book.side == 0 || self.book.in_flight.is_some() {
+            return None;
+        }
+        let order =
+            Order { action: -self.book.side, qty: self.book.qty, kind: OrderKind::Exit(ExitReason::Kill) };
+        self.book.in_flight = Some(order);
+        self.book.order_seq += 1;
+        if let Some(sim) = self.sim.as_mut() {
+            sim.submit(order);
+        }
+        Some(order)
+    }
+
+    /// New parameters from the next bar on (the stream applies approved parameters at a session
+    /// roll). Position, account and risk counters carry over; the indicator is rebuilt from
+    /// `recent_closes` (oldest first) so that a new lookback is warm at once.
+    pub fn reload(&mut self, params: Params, recent_closes: &[f64]) -> Result<(), String> {
+        let clock = SessionClock::new(&params.timezone, params.session_end)?;
+        let mut indicator = Indicator::for_rule(&params.rule);
+        for &close in recent_closes {
+            indicator.update(close);
+        }
+        self.clock = Some(clock);
+        self.indicator = indicator;
+        self.params = params;
+        Ok(())
+    }
+
     /// End of data (SPEC §4.8): drops the working order, closes the position at the last close.
     pub fn finish(&mut self) -> Option<Trade> {
         let bar = self.last_bar?;

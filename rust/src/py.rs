@@ -382,6 +382,21 @@ impl PyEngine {
         self.inner.book.halted = true;
     }
 
+    /// The kill switch: halt now and return the flattening exit order (None when flat).
+    fn kill<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let order = self.inner.kill();
+        match (order, self.inner.last_bar) {
+            (Some(o), Some(bar)) => Ok(Some(order_dict(py, &o, &self.inner, &bar)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Applies new parameters from the next bar on, keeping position, account and counters;
+    /// `recent_closes` (oldest first) warm up the new indicator.
+    fn reload(&mut self, params: &Bound<'_, PyDict>, recent_closes: Vec<f64>) -> PyResult<()> {
+        self.inner.reload(params_from_dict(params)?, &recent_closes).map_err(value_error)
+    }
+
     /// The manual reset of a halt.
     fn reset_halt(&mut self) {
         self.inner.book.halted = false;
