@@ -15,8 +15,6 @@ pass, so a year of 1-minute bars validates in a few tens of milliseconds.
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from scalper.errors import DataError
+from scalper.files import atomic_write
 
 BAR_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(),
@@ -90,22 +89,14 @@ def write_bars(df: pl.DataFrame, path: str | Path) -> None:
     path = Path(path)
     kind = _file_kind(path)
     frame = _bar_order(df)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if kind == "parquet":
-                frame.write_parquet(fh)
-            elif path.name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=fh, mode="wb") as gz:
-                    _with_iso_ts(frame).write_csv(gz)
-            else:
-                _with_iso_ts(frame).write_csv(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        if kind == "parquet":
+            frame.write_parquet(fh)
+        elif path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=fh, mode="wb") as gz:
+                _with_iso_ts(frame).write_csv(gz)
+        else:
+            _with_iso_ts(frame).write_csv(fh)
 
 
 def to_engine_columns(bars: pl.DataFrame | pa.Table) -> dict[str, np.ndarray]:
@@ -314,12 +305,12 @@ def _order_checks() -> list[_Check]:
     ts, previous = pl.col("ts"), pl.col("previous ts")
 
     def duplicate(row: dict[str, Any], previous_label: str) -> str:
-        return f"duplicate ts {_iso_utc(row['ts'])} (same as {previous_label})"
+        return f"duplicate ts {iso_utc(row['ts'])} (same as {previous_label})"
 
     def unsorted(row: dict[str, Any], previous_label: str) -> str:
         return (
-            f"ts {_iso_utc(row['ts'])} is before the previous ts "
-            f"{_iso_utc(row['previous ts'])} ({previous_label}); bars must be in time order"
+            f"ts {iso_utc(row['ts'])} is before the previous ts "
+            f"{iso_utc(row['previous ts'])} ({previous_label}); bars must be in time order"
         )
 
     return [_Check(ts == previous, duplicate), _Check(ts < previous, unsorted)]
@@ -335,7 +326,7 @@ def _shown(row: dict[str, Any], column: str) -> str:
     return raw if isinstance(raw, str) else str(raw)
 
 
-def _iso_utc(ns: int) -> str:
+def iso_utc(ns: int) -> str:
     seconds, fraction = divmod(ns, _NS_PER_SECOND)
     text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{fraction:09d}Z" if fraction else f"{text}Z"

@@ -17,7 +17,8 @@ import polars as pl
 from scalper.errors import ScalperError
 
 NEW_YORK = "America/New_York"
-GLOBEX_SESSION_END = time(18, 0)
+GLOBEX_SESSION_END = time(18, 0)  # also the Globex open, for the next day's session
+GLOBEX_CLOSE = time(17, 0)  # the daily maintenance break is 17:00-18:00 New York
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

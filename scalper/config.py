@@ -92,6 +92,8 @@ class Section:
 def _plain(value: Any, metadata: Mapping[str, Any]) -> Any:
     if value is not None and metadata.get("secret"):
         return REDACTED
+    if isinstance(value, tuple):
+        return list(value)
     return _format_time(value) if isinstance(value, time) else value
 
 
@@ -603,6 +605,8 @@ def _convert(value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
         if optional:
             return None
         raise _Invalid("must be set")
+    if get_origin(kind) is tuple:
+        return _convert_sequence(value, get_args(kind)[0], metadata)
     if get_origin(kind) is Literal:
         choices = get_args(kind)
         if value not in choices:
@@ -618,6 +622,14 @@ def _convert(value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
     if isinstance(converted, int | float) and not _within_bounds(converted, metadata):
         raise _Invalid(expected)
     return converted
+
+
+def _convert_sequence(value: Any, item: Any, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A `tuple[T, ...]` field (a sweep grid axis): a YAML list, or one value for a list of one."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise _Invalid("must list at least one value")
+    return tuple(_convert(v, item, metadata) for v in items)
 
 
 @cache

@@ -46,11 +46,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
+from scalper.calendar import GLOBEX_CLOSE, GLOBEX_SESSION_END
 from scalper.errors import ScalperError
 
 NEW_YORK = ZoneInfo("America/New_York")
-SESSION_OPEN = time(18, 0)  # previous calendar day, New York
-SESSION_CLOSE = time(17, 0)
+SESSION_OPEN = GLOBEX_SESSION_END  # previous calendar day, New York
+SESSION_CLOSE = GLOBEX_CLOSE
 
 BASE_VOLATILITY = 2.6e-4  # log-return std of a 1-minute bar where the volatility shape is 1
 GARCH_ALPHA = 0.07

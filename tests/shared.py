@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -46,3 +49,25 @@ def first_difference(got: list[dict[str, str]], want: list[dict[str, str]]) -> s
         if g != w:
             return f"trade {i + 1} differs:\n  got      {g}\n  expected {w}"
     return None
+
+
+SCALPER = str(Path(sys.executable).with_name("scalper"))
+
+
+def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if home is not None:
+        env["SCALPER_HOME"] = str(home)
+    return subprocess.run(
+        [SCALPER, *args], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("scalper: error: ")
+    for needle in needles:
+        assert needle in lines[0]

@@ -289,7 +289,7 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left behind
 
 
-def test_csv_is_written_with_iso_utc_times(tmp_path: Path) -> None:
+def test_csv_is_written_withiso_utc_times(tmp_path: Path) -> None:
     write_bars(good_frame(1), tmp_path / "bars.csv")
     assert (tmp_path / "bars.csv").read_text().splitlines() == [
         HEADER,

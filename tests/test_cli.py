@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.shared import CONFORMANCE, bars_path
+from tests.shared import CONFORMANCE, assert_one_line_error, bars_path, run
 
-SCALPER = str(Path(sys.executable).with_name("scalper"))
 CASE = CONFORMANCE / "02_stops_targets"
-
-
-def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if home is not None:
-        env["SCALPER_HOME"] = str(home)
-    return subprocess.run(
-        [SCALPER, *args], capture_output=True, text=True, timeout=300, env=env, check=False
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("warning: ")]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("scalper: error: ")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_backtest_writes_the_exact_trades_and_prints_json(tmp_path: Path) -> None:

@@ -25,9 +25,7 @@ from tests.reference_engine import (
     parse_ts,
     run_reference,
 )
-
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CASES = sorted(p for p in CONFORMANCE.iterdir() if p.is_dir()) if CONFORMANCE.is_dir() else []
+from tests.shared import CASES, CONFORMANCE
 
 
 @cache

@@ -14,12 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import date
 from importlib import import_module
 
 from scalper.errors import ScalperError
 
 # Modules under scalper.cli that register commands, in the order `--help` lists them.
-COMMAND_MODULES = ("engine",)
+COMMAND_MODULES = ("engine", "data", "kafka", "quality")
+
+
+def iso_date(text: str) -> date:
+    """An argparse type for YYYY-MM-DD dates (a bad one is a usage error, not a traceback)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

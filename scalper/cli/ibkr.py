@@ -1,0 +1,74 @@
+"""`scalper data download`: historical bars from Interactive Brokers into the bar store.
+
+Connects to the gateway of `broker` in the configuration (host, port, client id), downloads with
+`scalper.ibkr.history` (chunked, paced to IB's rules, resumable: an interrupted run continues
+where it stopped when run again) and stores the series, whole UTC days, replacing those days.
+`--contract front` (the default) stores the front-contract series under the product symbol, each
+bar naming its contract; `--contract MESH4` stores that contract under its own name.
+
+It is an action of `scalper data` (`register_data`, listed in `DATA_ACTION_MODULES` of
+`scalper.cli.data`), so ib_async is imported only when a download runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from scalper.cli import iso_date
+
+
+def register_data(actions: argparse._SubParsersAction) -> None:
+    """Add `download` to the actions of `scalper data`."""
+    download = actions.add_parser("download", help="download bars from IB into the store")
+    download.add_argument("--start", type=iso_date, required=True, help="first UTC day")
+    download.add_argument("--end", type=iso_date, required=True, help="last UTC day (included)")
+    download.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    download.add_argument(
+        "--bar-seconds", type=int, help="bar size in seconds (default: data.bar_seconds)"
+    )
+    download.add_argument(
+        "--contract",
+        default="front",
+        help="front (roll rule, default), continuous (IB's CONTFUT, recent only) or a local "
+        "symbol such as MESH4",
+    )
+    download.add_argument(
+        "--client-id", type=int, help="IB API client id (default: broker.client_id)"
+    )
+    download.add_argument("--config", help="configuration YAML (default: built-in defaults)")
+    download.set_defaults(func=_download)
+
+
+def _download(args: argparse.Namespace) -> int:
+    from scalper.config import load_config
+    from scalper.ibkr.history import download_history
+    from scalper.store import root_dir, write_bars_partitioned
+
+    # ib_async logs every IB error itself (a "no data" weekend, a refused connection); the
+    # download interprets each one and reports what matters in one line, so its log stays quiet.
+    logging.getLogger("ib_async").setLevel(logging.CRITICAL)
+    cfg = load_config(args.config)
+    symbol = args.symbol or cfg.instrument.symbol
+    bars = download_history(
+        cfg.broker,
+        symbol,
+        args.start,
+        args.end,
+        bar_seconds=args.bar_seconds or cfg.data.bar_seconds,
+        contract=args.contract,
+        roll_days=cfg.instrument.roll_days_before_expiry,
+        client_id=args.client_id,
+    )
+    span = f"{args.start} .. {args.end}"
+    if bars.height == 0:
+        print(f"scalper data: IB has no {symbol} bars for {span} (market closed?); nothing stored")
+        return 0
+    series = bars.get_column("symbol")[0]
+    days = write_bars_partitioned(bars, series)
+    contracts = ", ".join(bars.get_column("contract").unique(maintain_order=True))
+    print(
+        f"scalper data: downloaded {bars.height:,} {series} bars ({contracts}), "
+        f"{len(days)} days ({span}), into {root_dir()}"
+    )
+    return 0

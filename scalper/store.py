@@ -1,0 +1,298 @@
+"""The bar store (SPEC §3): Parquet partitioned by symbol and UTC date under the data directory.
+
+Layout, below `subdir("bars")` or an explicit root (Hive style, so polars, pyarrow and DuckDB read
+it as one dataset and prune partitions from a date filter)::
+
+    symbol=MES/date=2024-06-10/bars.parquet         the day's bars (BAR_SCHEMA + extras)
+    symbol=MES/date=2024-06-10/quarantine.parquet   rows set aside by validation, with `reason`
+    symbol=MES/date=2024-06-10/status.json          the validation record of the day
+
+A "symbol" is a series name: a product (`MES`, a continuous series) or one contract (`ESZ3`).
+A day is the UTC date of the bars' `ts`, so a partition never depends on session rules that might
+change, and re-downloading a day maps to exactly one file.
+
+Writes are whole days: writing a day replaces it (re-runs are idempotent and never duplicate a
+bar) through a temporary file and an atomic rename, so readers see the old day or the new one,
+never a mix. The store assumes one writer at a time (a Dagster run or a CLI command); readers are
+safe at any time. Replacing a day's bars also drops its quarantine and status, because they
+described the old bars: stale "validated" flags on new data are how bad bars reach a backtest.
+
+Validation never deletes bars. It copies offending rows to the quarantine with a reason and records
+counts in the status; `read_range(..., validated_only=True)` is what downstream code uses to get
+only checked data (see `is_validated`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from scalper.bars import BAR_COLUMNS, BAR_SCHEMA, iso_utc, write_bars
+from scalper.errors import DataError, ScalperError
+from scalper.files import atomic_write
+from scalper.paths import subdir
+from scalper.progress import track
+
+BARS_FILE = "bars.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+STATUS_FILE = "status.json"
+STATUS_COUNTS = ("validated", "failed", "quarantined")
+"""Counts every status record holds (rows that passed, problems not set aside, rows set aside)."""
+
+_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RESERVED = ("date",)  # Hive-aware readers (pyarrow, DuckDB) take `date` from the folder name
+
+
+def root_dir(root: str | Path | None = None) -> Path:
+    """The store's root folder: `root` if given, else `bars` under the data directory."""
+    return Path(root) if root is not None else subdir("bars")
+
+
+def partition_dir(symbol: str, day: date, root: str | Path | None = None) -> Path:
+    """The folder of one day of one symbol (it may not exist)."""
+    return _symbol_dir(symbol, root) / f"date={day.isoformat()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bars
+
+
+def write_bars_partitioned(
+    df: pl.DataFrame,
+    symbol: str,
+    root: str | Path | None = None,
+    *,
+    progress: bool | None = None,
+) -> list[date]:
+    """Store `df` as `symbol`, one file per UTC day; each day in `df` replaces that stored day.
+
+    `df` holds `BAR_SCHEMA` columns and any extras (e.g. `contract`); a `symbol` column, if any,
+    must equal `symbol` and is not stored (it is the partition). Pass whole days: a day's file
+    becomes exactly the rows given for it. Returns the days written, ascending.
+    """
+    frame = _storable(df, symbol)
+    by_day = frame.with_columns(_utc_date()).partition_by("date", as_dict=True)
+    days = sorted(by_day)
+    for key in track(days, f"store {symbol}", unit="days", enabled=progress):
+        _replace_day(partition_dir(symbol, key[0], root), by_day[key].drop("date"))
+    return [key[0] for key in days]
+
+
+def read_range(
+    symbol: str,
+    start: date,
+    end: date,
+    root: str | Path | None = None,
+    *,
+    validated_only: bool = False,
+) -> pl.DataFrame:
+    """The stored bars of `symbol` for the UTC days `start` … `end` (inclusive), in time order.
+
+    Only the files of those days are opened: the lazy scan is given just their paths, in day
+    order. Returns the bar columns, stored extras and `symbol`. With `validated_only`, every
+    stored day in the range must be validated (else a `DataError` names the first one that is
+    not) and quarantined rows are left out.
+    """
+    days = [d for d in partitions(symbol, root) if start <= d <= end]
+    if not days:
+        return pl.DataFrame(schema={**BAR_SCHEMA, "symbol": pl.String()})
+    scan = pl.scan_parquet([partition_dir(symbol, d, root) / BARS_FILE for d in days])
+    if validated_only:
+        _require_validated(symbol, days, root)
+        set_aside = [read_quarantine(symbol, d, root).select("ts") for d in days]
+        scan = scan.join(pl.concat(set_aside).lazy(), on="ts", how="anti", maintain_order="left")
+    return scan.with_columns(symbol=pl.lit(symbol, dtype=pl.String)).collect()
+
+
+def partitions(symbol: str, root: str | Path | None = None) -> list[date]:
+    """The UTC days stored for `symbol`, ascending (empty when there are none)."""
+    found = []
+    for path in _symbol_dir(symbol, root).glob(f"date=*/{BARS_FILE}"):
+        text = path.parent.name.removeprefix("date=")
+        try:
+            found.append(date.fromisoformat(text))
+        except ValueError:
+            raise DataError(f"{path.parent}: not a store partition (bad date {text!r})") from None
+    return sorted(found)
+
+
+def delete_day(symbol: str, day: date, root: str | Path | None = None) -> bool:
+    """Remove a stored day with its quarantine and status; False when there was nothing stored.
+
+    The folder is first renamed out of the dataset (atomic), so a reader never sees half of it.
+    """
+    folder = partition_dir(symbol, day, root)
+    if not folder.exists():
+        return False
+    doomed = folder.with_name(f".deleting-{folder.name}-{os.getpid()}")
+    folder.rename(doomed)
+    shutil.rmtree(doomed)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Quarantine and status
+
+
+def quarantine(symbol: str, day: date, rows: pl.DataFrame, root: str | Path | None = None) -> int:
+    """Set `rows` of a stored day aside, each with its `reason`; replaces the day's quarantine.
+
+    The rows stay in the day's bars too (validation never deletes data); readers asking for
+    validated bars skip them. Empty `rows` clears the quarantine. Returns the number of rows kept.
+    """
+    target = _existing_partition(symbol, day, root) / QUARANTINE_FILE
+    if rows.height == 0:
+        target.unlink(missing_ok=True)
+        return 0
+    where = f"quarantine {symbol} {day}"
+    _require_columns(rows, (*BAR_COLUMNS, "reason"), where)
+    if rows.get_column("reason").null_count():
+        raise DataError(f"{where}: every row needs a reason")
+    typed = _typed(rows, where)
+    outside = typed.filter(_utc_date() != day).get_column("ts")
+    if outside.len():
+        raise DataError(f"{where}: the row at {iso_utc(outside[0])} is not on that UTC day")
+    write_bars(typed, target)
+    return rows.height
+
+
+def read_quarantine(symbol: str, day: date, root: str | Path | None = None) -> pl.DataFrame:
+    """The rows set aside for a day, with `reason` (an empty frame when there are none)."""
+    path = partition_dir(symbol, day, root) / QUARANTINE_FILE
+    if not path.is_file():
+        return pl.DataFrame(schema={**BAR_SCHEMA, "reason": pl.String()})
+    return pl.read_parquet(path)
+
+
+def mark_partition(
+    symbol: str, day: date, status: Mapping[str, Any], root: str | Path | None = None
+) -> dict[str, Any]:
+    """Record the validation result of a stored day; returns the record as written.
+
+    `status` must hold the counts `validated`, `failed` and `quarantined` (whole numbers ≥ 0) and
+    may hold more JSON values (suite name, Data Docs path, …). `marked_at` (UTC) is added.
+    """
+    folder = _existing_partition(symbol, day, root)
+    where = f"status of {symbol} {day}"
+    for key in STATUS_COUNTS:
+        value = status.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DataError(f"{where}: {key} must be a whole number ≥ 0 (got {value!r})")
+    record = {**status, "marked_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        text = json.dumps(record, indent=2, sort_keys=True)
+    except TypeError as exc:
+        raise DataError(f"{where}: not JSON data ({exc})") from None
+    with atomic_write(folder / STATUS_FILE) as fh:
+        fh.write(text.encode())
+    return record
+
+
+def partition_status(
+    symbol: str, day: date, root: str | Path | None = None
+) -> dict[str, Any] | None:
+    """The validation record of a stored day, or None if it was never validated since written."""
+    path = partition_dir(symbol, day, root) / STATUS_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def is_validated(status: Mapping[str, Any] | None) -> bool:
+    """Whether downstream work may use a day: validated, and every failure set aside.
+
+    Rows in the quarantine are excluded by `read_range`; a failure that is not a row (a gap in the
+    session, say) cannot be set aside, so it makes the whole day unusable.
+    """
+    return status is not None and status["failed"] == 0
+
+
+def _require_validated(symbol: str, days: list[date], root: str | Path | None) -> None:
+    for day in days:
+        status = partition_status(symbol, day, root)
+        if status is None:
+            raise DataError(f"{symbol} {day}: bars not validated yet (run `scalper validate`)")
+        if not is_validated(status):
+            raise DataError(f"{symbol} {day}: failed validation ({status['failed']} failures)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _symbol_dir(symbol: str, root: str | Path | None) -> Path:
+    _check_symbol(symbol)
+    return root_dir(root) / f"symbol={symbol}"
+
+
+def _check_symbol(symbol: str) -> None:
+    """A symbol is a folder name: nothing that could climb out of the store or nest in it."""
+    if not _SYMBOL.match(symbol):
+        raise ScalperError(
+            f"bad store symbol {symbol!r}: use letters, digits, '.', '_' or '-' (e.g. MES, ESZ3)"
+        )
+
+
+def _existing_partition(symbol: str, day: date, root: str | Path | None) -> Path:
+    folder = partition_dir(symbol, day, root)
+    if not (folder / BARS_FILE).is_file():
+        raise DataError(f"{symbol} {day}: no bars stored for that day in {root_dir(root)}")
+    return folder
+
+
+def _utc_date() -> pl.Expr:
+    return pl.from_epoch("ts", time_unit="ns").dt.date().alias("date")
+
+
+def _require_columns(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: missing columns {', '.join(missing)}")
+
+
+def _typed(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    """The bar columns cast to `BAR_SCHEMA` (a lossless cast, else a `DataError`)."""
+    try:
+        return df.with_columns(pl.col(c).cast(t, strict=True) for c, t in BAR_SCHEMA.items())
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{where}: bar columns do not fit the bar schema ({exc})") from None
+
+
+def _storable(df: pl.DataFrame, symbol: str) -> pl.DataFrame:
+    """`df` as it is stored: typed, without `symbol`, in time order, one bar per `ts`."""
+    where = f"store {symbol}"
+    _check_symbol(symbol)
+    _require_columns(df, BAR_COLUMNS, where)
+    reserved = [c for c in _RESERVED if c in df.columns]
+    if reserved:
+        raise DataError(f"{where}: column {reserved[0]!r} is reserved for the partition")
+    if "symbol" in df.columns:
+        others = sorted(set(df.get_column("symbol").drop_nulls().to_list()) - {symbol})
+        if others:
+            raise DataError(f"{where}: some bars are for {', '.join(map(str, others))}")
+        df = df.drop("symbol")
+    frame = _typed(df, where)
+    if frame.get_column("ts").null_count():
+        raise DataError(f"{where}: a bar has no ts")
+    frame = frame.sort("ts", maintain_order=True)
+    repeated = frame.filter(pl.col("ts").is_duplicated())
+    if repeated.height:
+        raise DataError(f"{where}: more than one bar at {iso_utc(repeated['ts'][0])}")
+    return frame
+
+
+def _replace_day(folder: Path, bars: pl.DataFrame) -> None:
+    """Status first, then quarantine, then the bars: a crash leaves a day unvalidated, never a
+    stale "validated" record over new bars."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STATUS_FILE).unlink(missing_ok=True)
+    (folder / QUARANTINE_FILE).unlink(missing_ok=True)
+    write_bars(bars, folder / BARS_FILE)

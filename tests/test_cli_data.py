@@ -1,0 +1,139 @@
+"""`scalper data simulate|import` into a temporary data directory, and the progress bars shown."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from scalper import store
+from scalper.bars import BAR_COLUMNS, read_bars, write_bars
+from scalper.cli import main
+from scalper.progress import Progress, track
+from scalper.simulate import simulate_bars
+from tests.shared import REAL_DATA, assert_one_line_error, run
+
+LEAN = REAL_DATA / "lean_es_minute"
+FRONT_CSV = REAL_DATA / "es_front_1m_2013_2020.csv"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_simulate_fills_the_store_and_reruns_replace(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["data", "simulate", "--days", "3", "--start", "2024-06-10", "--seed", "4"]
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line == (
+        f"scalper data: simulated 4,140 MES bars, 4 days (2024-06-09T22:00:00Z .. "
+        f"2024-06-12T20:59:00Z), into {home / 'bars'}"
+    )
+    stored = store.read_range("MES", date(2024, 6, 9), date(2024, 6, 12))
+    assert stored.equals(simulate_bars(date(2024, 6, 10), 3, seed=4))
+    assert main(args) == 0
+    assert store.read_range("MES", date(2024, 6, 9), date(2024, 6, 12)).equals(stored)
+
+
+def test_simulate_another_symbol_uses_its_tick(home: Path) -> None:
+    assert main(["data", "simulate", "--days", "1", "--start", "2024-06-10", "--symbol", "6E"]) == 0
+    bars = store.read_range("6E", date(2024, 6, 9), date(2024, 6, 10))
+    assert bars.height > 0
+    assert ((bars["close"] / 0.00005).round() * 0.00005 - bars["close"]).abs().max() < 1e-9
+
+
+def test_import_normalized_with_resampling(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bars = simulate_bars(date(2024, 6, 10), 2)
+    write_bars(bars, tmp_path / "mes.csv")
+    args = ["data", "import", str(tmp_path / "mes.csv"), "--format", "normalized"]
+    assert main([*args, "--bar-seconds", "300"]) == 0
+    assert "imported 552 MES bars, 3 days" in capsys.readouterr().out
+    stored = store.read_range("MES", date(2024, 6, 9), date(2024, 6, 11))
+    assert stored.height == bars.height // 5
+    assert stored["volume"].sum() == bars["volume"].sum()
+
+
+@pytest.mark.skipif(not LEAN.is_dir(), reason="real data not available")
+def test_import_lean_stores_contracts_and_the_front_series(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "import", str(LEAN), "--format", "lean_zip", "--symbol", "ES"]) == 0
+    out = capsys.readouterr().out
+    assert "imported 19,083 ES bars, 16 days (2013-10-06T22:00:00Z .. 2020-01-06T23:59:00Z)" in out
+    assert "23,948 bars of the 8 contracts" in out
+    front = store.read_range("ES", date(2013, 1, 1), date(2020, 12, 31))
+    assert front.select(BAR_COLUMNS).equals(read_bars(FRONT_CSV))
+    assert store.partitions("ESH4")[0] == date(2013, 10, 6)
+    assert set(store.read_range("ESZ3", date(2013, 1, 1), date(2013, 12, 31))["symbol"]) == {"ESZ3"}
+
+
+def test_the_console_script_reports_mistakes_in_one_line(tmp_path: Path) -> None:
+    proc = run(
+        "data", "import", str(tmp_path / "none.csv"), "--format", "normalized", home=tmp_path
+    )
+    assert_one_line_error(proc, "none.csv: no such file or folder")
+    proc = run("data", "simulate", "--days", "0", home=tmp_path)
+    assert_one_line_error(proc, "days must be at least 1")
+
+
+def test_console_script_prints_no_progress_when_not_a_terminal(tmp_path: Path) -> None:
+    proc = run("data", "simulate", "--days", "2", "--start", "2024-06-10", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("scalper data: simulated 2,760 MES bars")
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bars
+
+
+def test_track_draws_when_forced_and_ends_the_line() -> None:
+    stream = io.StringIO()
+    assert list(track([1, 2, 3], "import", unit="files", enabled=True, stream=stream)) == [1, 2, 3]
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    assert "import  [" in text
+    assert "3/3 files  100%" in text.rsplit("\r", 1)[-1]
+
+
+def test_progress_is_silent_off_a_terminal_unless_forced() -> None:
+    stream = io.StringIO()  # not a TTY
+    assert list(track(range(5), "quiet", stream=stream)) == list(range(5))
+    with Progress(None, "quiet", stream=stream) as bar:
+        bar.advance(3)
+    assert stream.getvalue() == ""
+
+
+def test_progress_without_a_total_counts() -> None:
+    stream = io.StringIO()
+    with Progress(None, "download", unit="bars", enabled=True, stream=stream) as bar:
+        bar.advance(1_500)
+    assert "download  1,500 bars" in stream.getvalue()
+
+
+def test_progress_ends_its_line_on_an_error() -> None:
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError), Progress(2, "store", enabled=True, stream=stream) as bar:
+        bar.advance()
+        raise RuntimeError("boom")
+    assert stream.getvalue().endswith("\n")
+    assert "1/2" in stream.getvalue()
+
+
+def test_the_store_write_shows_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    bars = simulate_bars(date(2024, 6, 10), 2)
+    store.write_bars_partitioned(bars, "MES", tmp_path, progress=True)
+    assert "store MES  [" in stream.getvalue()
+    assert "3/3 days" in stream.getvalue()
+    assert pl.read_parquet(tmp_path / "symbol=MES" / "date=2024-06-10" / "bars.parquet").height
