@@ -118,12 +118,11 @@ class QualityResult:
 
     def summary(self) -> str:
         """One line for logs and the CLI: verdict, size and what failed how often."""
+        rows = bars_label(self.rows)
         if self.success:
-            return f"{self.name}: OK, {_bars(self.rows)}, {len(self.outcomes)} expectations met"
+            return f"{self.name}: OK, {rows}, {len(self.outcomes)} expectations met"
         failed = ", ".join(f"{o.reason} ({o.unexpected_count:,})" for o in self.failures)
-        return (
-            f"{self.name}: FAILED, {self.quarantined:,} of {_bars(self.rows)} quarantined; {failed}"
-        )
+        return f"{self.name}: FAILED, {self.quarantined:,} of {rows} quarantined; {failed}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-safe) for Dagster metadata, reports and the store's partition status
@@ -372,7 +371,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _bars(count: int) -> str:
+def bars_label(count: int) -> str:
+    """`1 bar`, `1,380 bars`: counts in verdict lines."""
     return f"{count:,} bar" if count == 1 else f"{count:,} bars"
 
 

@@ -41,6 +41,7 @@ from yaml.constructor import ConstructorError
 from scalper.calendar import zone
 from scalper.errors import ConfigError, ScalperError
 from scalper.instruments import INSTRUMENTS
+from scalper.kafka.topics import is_valid_symbol
 
 DEFAULT_SOURCE = "<defaults>"
 REDACTED = "***"
@@ -51,6 +52,9 @@ TradingMode = Literal["paper", "live"]
 SessionTime = Literal["entry_start", "entry_end", "flatten_at", "session_end"]
 DataSource = Literal["simulator", "file", "ibkr"]
 FileFormat = Literal["normalized", "lean_zip", "eastern_csv"]
+FoldMode = Literal["rolling", "anchored"]
+Objective = Literal["sharpe", "sortino", "net_pnl", "profit_factor", "calmar"]
+ReconcilePolicy = Literal["halt", "adopt"]
 
 
 def setting(
@@ -230,6 +234,33 @@ def _is_host_port(server: str) -> bool:
 
 
 @dataclass(frozen=True)
+class StreamConfig(Section):
+    """The live stream worker: the instruments it trades and how it keeps its state.
+
+    `source_bar_seconds` is the size of the bars arriving on `bars.<symbol>` (IB real-time bars
+    are 5 seconds); the worker aggregates them in event time to `strategy.bar_seconds`.
+    `snapshot_seconds` is Bytewax's snapshot interval: after a crash at most that much input is
+    processed again (the ledger recognises the repeated orders), so a short one buys a quick
+    resume for a little throughput.
+    """
+
+    symbols: tuple[str, ...] | None = None  # null: instrument.symbol alone
+    source_bar_seconds: int = setting(5, ge=1)
+    workers: int = setting(1, ge=1)  # Bytewax workers per process
+    snapshot_seconds: int = setting(1, ge=1)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        symbols = self.symbols or ()
+        bad = [s for s in symbols if not is_valid_symbol(s)]
+        if bad:
+            yield "symbols", f"{bad[0]!r} cannot name a Kafka topic (1-32 letters, digits, _ or -)"
+        if len(set(symbols)) < len(symbols):
+            yield "symbols", "lists a symbol twice"
+        if 86_400 % self.source_bar_seconds:
+            yield "source_bar_seconds", "must divide 86400 (one day) evenly, e.g. 5 or 60"
+
+
+@dataclass(frozen=True)
 class AlertsConfig(Section):
     """Where halts, kill-switch trips and daily summaries are sent."""
 
@@ -274,6 +305,70 @@ class QualityConfig(Section):
 
 
 @dataclass(frozen=True)
+class ResearchConfig(Section):
+    """Nightly research: the windows, the sweep grid, walk-forward and the go-live gate.
+
+    The grid axes are lists; every combination is run except those the strategy's own rules refuse
+    (exit_z >= entry_z), which are skipped and counted. The gate thresholds apply to out-of-sample
+    results only, because the in-sample figures of an optimized set flatter it by construction.
+    """
+
+    backtest_sessions: int = setting(60, ge=1)  # nightly backtest and sweep: the last N sessions
+    walk_forward_sessions: int = setting(250, ge=2)  # walk-forward history: the last N sessions
+    lookback: tuple[int, ...] = setting((10, 20, 30, 40, 60), ge=2)
+    entry_z: tuple[float, ...] = setting((1.5, 2.0, 2.5, 3.0), gt=0)
+    exit_z: tuple[float, ...] = (0.0, 0.5, 1.0)
+    stop_loss_ticks: tuple[int, ...] = setting((0, 8, 16), ge=0)
+    take_profit_ticks: tuple[int, ...] = setting((0, 8, 16), ge=0)
+    folds: int = setting(5, ge=1, le=50)
+    in_sample_fraction: float = setting(0.7, gt=0, le=0.95)
+    fold_mode: FoldMode = "rolling"
+    objective: Objective = "sharpe"
+    min_trades: int = setting(30, ge=1)  # in-sample trades a set needs to be chosen
+    gate_min_sharpe: float = 0.5  # stitched out-of-sample Sharpe at least
+    gate_min_profit_factor: float = setting(1.1, ge=0)  # stitched out-of-sample
+    gate_max_drawdown_pct: float = setting(0.2, gt=0, le=1)  # stitched out-of-sample, of peak
+    gate_min_trades_per_fold: int = setting(10, ge=0)  # out-of-sample trades in every fold
+    gate_max_degradation: float = setting(0.5, ge=0)  # 1 - out-of-sample / in-sample objective
+    threads: int = setting(0, ge=0)  # sweep threads; 0 = all cores
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        for axis in GRID_AXES:
+            values = getattr(self, axis)
+            if len(set(values)) < len(values):
+                yield axis, "lists a value twice (every grid point would run twice)"
+
+
+GRID_AXES = ("lookback", "entry_z", "exit_z", "stop_loss_ticks", "take_profit_ticks")
+"""The sweepable settings, named as in the engine (and as in the strategy and risk sections)."""
+
+
+@dataclass(frozen=True)
+class OpsConfig(Section):
+    """The trading day's operations: Prefect flows, stream supervision and alert throttling.
+
+    Times are local to `session.timezone` (New York by default) and the flows run on weekdays.
+    `on_mismatch` decides what session open does when the broker and the ledger disagree about
+    positions or open orders: `halt` stops trading until a person looks (the safe default),
+    `adopt` takes the broker's position as the truth and carries on.
+    """
+
+    on_mismatch: ReconcilePolicy = "halt"
+    session_open_at: time = time(9, 0)
+    eod_grace_seconds: int = setting(120, ge=0, le=3600)  # watchdog runs at flatten_at + grace
+    summary_at: time = time(17, 5)
+    supervise_every_seconds: int = setting(60, ge=5)
+    stale_after_seconds: int = setting(180, ge=10)  # worker unhealthy without progress this long
+    alert_throttle_seconds: int = setting(300, ge=0)  # the same alert at most once per window
+    telegram_api: str = "https://api.telegram.org"
+    prefect_port: int = setting(4200, ge=1, le=65_535)  # the local Prefect server
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.telegram_api.startswith(("http://", "https://")):
+            yield "telegram_api", "must be an http:// or https:// URL"
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration. Build it with `load_config` or `config_from_dict`.
 
@@ -290,6 +385,9 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    research: ResearchConfig = field(default_factory=ResearchConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
     source: str = DEFAULT_SOURCE
     warnings: tuple[str, ...] = ()
 
@@ -826,3 +924,21 @@ def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None
     source = str(path)
     data = _read_yaml(Path(path), source)
     return config_from_dict({} if data is None else data, source=source, env=env)
+
+
+def load_config_with_overrides(
+    path: str | Path | None, overrides: str | Path, *, env: Mapping[str, str] | None = None
+) -> Config:
+    """The configuration at `path` with the settings of the file `overrides` replacing its own.
+
+    This is how approved parameters reach a running trader. Each file's sections and keys are
+    checked against its own name, then the merged whole is validated as one file, because a value
+    can be valid alone and unsafe in combination (a stop beyond the trader's daily loss limit).
+    """
+    parts = []
+    for name in (path, overrides):
+        source = DEFAULT_SOURCE if name is None else str(name)
+        data = None if name is None else _read_yaml(Path(name), source)
+        parts.append(_check_keys({} if data is None else data, _Reporter(source, {})))
+    source = f"{path if path is not None else DEFAULT_SOURCE} with {overrides}"
+    return config_from_dict(_deep_merge(*parts), source=source, env=env)

@@ -13,19 +13,37 @@ of one bar time at which both contracts traded: the one nearest to the first bar
 contract (the earlier one on a tie), i.e. the spread where the roll happened. Adjusted prices are
 for signals and P&L differences only; after many rolls with a growing gap they can even fall
 to zero or below, which `validate_bars` rejects rather than letting a strategy trade on them.
+
+**The stored series** (the store's `continuous` stage) is built by `build_continuous`, for the
+`continuous_bars` asset and `scalper data continuous` alike, day by day from validated bars only:
+each day from the contracts the roll rule makes front in the sessions touching it. If one of them
+was never validated, or failed validation, it refuses (`UnvalidatedBars`, naming every such day)
+and writes nothing: unvalidated bars never reach a backtest. Deferred contracts (thinly traded,
+full of holes) are validated and reported, but do not block the front series. A product stored as
+one series (simulator, a vendor file of front-month bars, IBKR's front series) is its own
+continuous series; the simulator's has no roll gaps by construction, a vendor file keeps whatever
+roll jumps it has.
+
+Back-adjustment is a property of a window, not of a day: every roll adds its gap to all earlier
+prices, so a stored day would change with every later roll. The stored series is therefore
+unadjusted, and `read_continuous_bars(..., adjust="back")` adjusts a window on read, from the same
+validated per-contract bars. It is what every research run reads (assets and CLI).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
 from typing import Literal
 
 import polars as pl
 
+from scalper import store
 from scalper.bars import BAR_COLUMNS, PRICE_COLUMNS, iso_utc, validate_bars
 from scalper.calendar import with_session_columns
 from scalper.errors import DataError, ScalperError
 from scalper.instruments import DEFAULT_ROLL_DAYS, front_contract
+from scalper.store import stage_root, utc_day
 
 Adjustment = Literal["none", "back"]
 
@@ -41,8 +59,7 @@ def continuous(
     Returns the bar columns, `symbol` and `contract` (the contract each bar comes from), one bar
     per `ts`, validated.
     """
-    if adjust not in ("none", "back"):
-        raise ScalperError(f"continuous: adjust must be 'none' or 'back' (got {adjust!r})")
+    _check_adjustment(adjust)
     if "contract" not in bars.columns:
         raise DataError(f"continuous {symbol}: the bars need a contract column (e.g. ESZ3)")
     series = _front_bars(bars, symbol, roll_days_before_expiry)
@@ -114,3 +131,174 @@ def _roll_gap(bars: pl.DataFrame, symbol: str, old: str, new: str, switch_ts: in
         )
     nearest = both.sort((pl.col("ts") - switch_ts).abs(), "ts").row(0, named=True)
     return nearest[new] - nearest[old]
+
+
+def _check_adjustment(adjust: str) -> None:
+    if adjust not in ("none", "back"):
+        raise ScalperError(f"continuous: adjust must be 'none' or 'back' (got {adjust!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored series
+
+
+class UnvalidatedBars(DataError):
+    """`build_continuous` refused: days it needs are not validated, or failed validation.
+
+    `refusals` names every such day (series, day, why); shells show them (Dagster metadata).
+    """
+
+    def __init__(self, product: str, refusals: Sequence[str]) -> None:
+        self.refusals = list(refusals)
+        super().__init__(f"continuous {product} refuses unvalidated bars: {self.shown}")
+
+    @property
+    def shown(self) -> str:
+        """The first few refusals, and how many more."""
+        more = len(self.refusals) - 5
+        return "; ".join(self.refusals[:5]) + (f"; and {more} more" if more > 0 else "")
+
+
+def build_continuous(
+    requested: Mapping[str, Sequence[date]], roll_days: int
+) -> dict[str, pl.DataFrame]:
+    """Build the stored continuous series of each product on its UTC `days` from validated bars,
+    replacing those days of the `continuous` stage; returns each product's series (unadjusted).
+
+    Refuses (`UnvalidatedBars`, nothing written) unless every day it needs is validated and
+    usable. `roll_days` is the roll rule, `instrument.roll_days_before_expiry`.
+    """
+    inputs = {
+        product: {day: front_inputs(product, day, roll_days) for day in days}
+        for product, days in requested.items()
+    }
+    for product, by_day in inputs.items():
+        refusals = [
+            why
+            for day, names in by_day.items()
+            for name in names
+            if (why := _refusal(name, day)) is not None
+        ]
+        if refusals:
+            raise UnvalidatedBars(product, refusals)
+    frames = {}
+    for product, by_day in inputs.items():
+        series = front_series(product, by_day, roll_days)
+        built = {product: series} if series.height else {}
+        store.replace_days(built, product, list(by_day), "continuous")
+        mark_continuous(product, series, by_day)
+        frames[product] = series
+    return frames
+
+
+def front_inputs(product: str, day: date, roll_days: int) -> list[str]:
+    """The raw series the continuous series takes a day's bars from: the product's single series,
+    or the roll rule's front contracts of the two sessions touching the UTC day."""
+    raw = [
+        s
+        for s in store.stored_series(product, "raw")
+        if day in store.partitions(s, stage_root("raw"))
+    ]
+    if raw == [product]:
+        return raw
+    fronts = {_front(product, day + timedelta(days=n), roll_days) for n in (0, 1)}
+    return [s for s in raw if s in fronts]
+
+
+def _refusal(series: str, day: date) -> str | None:
+    """Why a validated day may not be used, or None when it may."""
+    status = store.partition_status(series, day, stage_root("validated"))
+    if status is None:
+        return f"{series} {day} is not validated yet"
+    if store.is_validated(status):
+        return None
+    problems = ", ".join(f"{reason} ({n})" for reason, n in status.get("problems", {}).items())
+    return (
+        f"{series} {day} failed validation with {status['failed']} unfixable problem(s): {problems}"
+    )
+
+
+def front_series(product: str, inputs: Mapping[date, list[str]], roll_days: int) -> pl.DataFrame:
+    """The unadjusted continuous series over the days of `inputs`, day by day (the front contract
+    of a bar depends only on its session, so days are independent)."""
+    root = stage_root("validated")
+    days = []
+    for day, names in inputs.items():
+        bars = [store.read_range(n, day, day, root, validated_only=True) for n in names]
+        bars = [b for b in bars if b.height]
+        if not bars:
+            continue
+        if names == [product]:  # one series as delivered: it is the continuous series
+            series = bars[0]
+            if "contract" not in series.columns:  # an IBKR front series names its contracts
+                series = series.with_columns(contract=pl.lit(product))
+        else:
+            series = continuous(pl.concat(bars), product, roll_days)
+        days.append(series.select(*BAR_COLUMNS, "symbol", "contract"))
+    return pl.concat(days) if days else pl.DataFrame()
+
+
+def mark_continuous(product: str, series: pl.DataFrame, inputs: Mapping[date, list[str]]) -> None:
+    """A status record per built day: made only of validated bars, so readers asking for validated
+    data (`read_range(..., validated_only=True)`) may use it."""
+    if series.height == 0:
+        return
+    counts = series.group_by(day=utc_day()).agg(
+        rows=pl.len(), contracts=pl.col("contract").unique()
+    )
+    for day, rows, contracts in counts.iter_rows():
+        status = {
+            "validated": rows, "failed": 0, "quarantined": 0,
+            "contracts": sorted(contracts), "built_from": inputs[day],
+        }  # fmt: skip
+        store.mark_partition(product, day, status, stage_root("continuous"))
+
+
+def read_continuous_bars(
+    symbol: str,
+    start: date,
+    end: date,
+    adjust: Adjustment = "none",
+    *,
+    roll_days: int = DEFAULT_ROLL_DAYS,
+) -> pl.DataFrame:
+    """The stored continuous `symbol` series for the UTC days `start` … `end`: bar columns,
+    `symbol` and `contract`, in time order.
+
+    Days not built are absent (a closed market and a missing day look alike: check what was
+    built). `adjust="back"` back-adjusts the window by the difference method, anchored at its last
+    contract, from the validated per-contract bars (`roll_days` must be the rule the series was
+    built with, `instrument.roll_days_before_expiry`).
+    """
+    _check_adjustment(adjust)
+    series = store.read_range(symbol, start, end, stage_root("continuous"), validated_only=True)
+    if series.height == 0:
+        series = series.with_columns(contract=pl.lit(None, dtype=pl.String))
+    if adjust == "back" and series.get_column("contract").n_unique() > 1:  # a roll to adjust
+        inputs = [_validated_day(symbol, contract, day) for contract, day in roll_inputs(series)]
+        series = continuous(pl.concat(inputs), symbol, roll_days, adjust="back")
+    return series.select(*BAR_COLUMNS, "symbol", "contract")
+
+
+def roll_inputs(series: pl.DataFrame) -> list[tuple[str, date]]:
+    """(contract, UTC day) of the validated bars a back-adjustment of `series` reads: each day of
+    each contract in the series, plus the day of each roll for the contract rolled from, since
+    the gap is measured at a bar time both contracts traded (SPEC §2)."""
+    days = series.select("contract", day=utc_day())
+    rolled_from = (
+        days.with_columns(previous=pl.col("contract").shift(1))
+        .filter(pl.col("contract") != pl.col("previous"))
+        .select(contract="previous", day="day")
+    )
+    return sorted(pl.concat([days, rolled_from]).unique().iter_rows())
+
+
+def _validated_day(symbol: str, contract: str, day: date) -> pl.DataFrame:
+    """One validated day of one contract, which a back-adjustment cannot do without."""
+    root = stage_root("validated")
+    if day not in store.partitions(contract, root):
+        raise DataError(
+            f"continuous {symbol}: cannot back-adjust without the validated {contract} bars of "
+            f"{day} (a front-only series, e.g. an IBKR front download, has no per-contract bars)"
+        )
+    return store.read_range(contract, day, day, root, validated_only=True)

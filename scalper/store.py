@@ -1,7 +1,7 @@
 """The bar store (SPEC §3): Parquet partitioned by symbol and UTC date under the data directory.
 
-Layout, below `subdir("bars")` or an explicit root (Hive style, so polars, pyarrow and DuckDB read
-it as one dataset and prune partitions from a date filter)::
+Layout, below a stage's root (`stage_root`) or an explicit root (Hive style, so polars, pyarrow
+and DuckDB read it as one dataset and prune partitions from a date filter)::
 
     symbol=MES/date=2024-06-10/bars.parquet         the day's bars (BAR_SCHEMA + extras)
     symbol=MES/date=2024-06-10/quarantine.parquet   rows set aside by validation, with `reason`
@@ -20,6 +20,23 @@ described the old bars: stale "validated" flags on new data are how bad bars rea
 Validation never deletes bars. It copies offending rows to the quarantine with a reason and records
 counts in the status; `read_range(..., validated_only=True)` is what downstream code uses to get
 only checked data (see `is_validated`).
+
+**Stages.** The data pipeline keeps one store per stage, below `<SCALPER_HOME>/bars`, and the
+Dagster assets and the CLI read and write the same ones (so data made by either is the other's):
+
+* `raw/` — what a source delivered (simulator, vendor file, IBKR), untouched, so a day can be
+  validated again under new quality settings without fetching it again. It is the default root:
+  what the functions below store when given no root.
+* `validated/` — each validated day: its bars, `quarantine.parquet` and `status.json`
+  (`quality.store_days` writes them);
+* `continuous/` — the front-contract series of each product, unadjusted, each bar naming its
+  `contract`, marked like validated days (`scalper.continuous.build_continuous`).
+
+**Series.** A product's bars are stored as one series named after the product (`MES`) when the
+source delivers a single series (simulator, normalized or Eastern-time files, IBKR's front
+series), or as one series per contract (`ESZ3`, `ESH4`, ...) when it delivers contracts (Lean
+zips, IBKR per contract); `product_of` maps a series back to its product. Only per-contract bars
+can be back-adjusted: the roll gap is measured where the old and new contract both traded.
 """
 
 from __future__ import annotations
@@ -28,16 +45,17 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
 from scalper.bars import BAR_COLUMNS, BAR_SCHEMA, iso_utc, write_bars
 from scalper.errors import DataError, ScalperError
 from scalper.files import atomic_write
+from scalper.instruments import INSTRUMENTS, MONTH_CODES
 from scalper.paths import subdir
 from scalper.progress import track
 
@@ -51,9 +69,17 @@ _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED = ("date",)  # Hive-aware readers (pyarrow, DuckDB) take `date` from the folder name
 
 
+Stage = Literal["raw", "validated", "continuous"]
+
+
+def stage_root(stage: Stage) -> Path:
+    """The store of one stage of the data pipeline: `<SCALPER_HOME>/bars/<stage>`."""
+    return subdir("bars") / stage
+
+
 def root_dir(root: str | Path | None = None) -> Path:
-    """The store's root folder: `root` if given, else `bars` under the data directory."""
-    return Path(root) if root is not None else subdir("bars")
+    """The store's root folder: `root` if given, else the raw stage's."""
+    return Path(root) if root is not None else stage_root("raw")
 
 
 def partition_dir(symbol: str, day: date, root: str | Path | None = None) -> Path:
@@ -79,7 +105,7 @@ def write_bars_partitioned(
     becomes exactly the rows given for it. Returns the days written, ascending.
     """
     frame = _storable(df, symbol)
-    by_day = frame.with_columns(_utc_date()).partition_by("date", as_dict=True)
+    by_day = frame.with_columns(utc_day().alias("date")).partition_by("date", as_dict=True)
     days = sorted(by_day)
     for key in track(days, f"store {symbol}", unit="days", enabled=progress):
         _replace_day(partition_dir(symbol, key[0], root), by_day[key].drop("date"))
@@ -139,6 +165,84 @@ def delete_day(symbol: str, day: date, root: str | Path | None = None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Stages and series
+
+
+def utc_day() -> pl.Expr:
+    """The UTC date of `ts`: the store's partition of a bar."""
+    return pl.from_epoch("ts", time_unit="ns").dt.date()
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every UTC day `first` … `last` (inclusive): the partitions a range of days asks for."""
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def day_span(bars: pl.DataFrame) -> str:
+    """The UTC days of `bars` as a short label: `2024-01-08`, or `2024-01-07..2024-01-13`."""
+    first, last = bars.select(utc_day().min().alias("first"), utc_day().max().alias("last")).row(0)
+    return str(first) if first == last else f"{first}..{last}"
+
+
+def product_of(series: str) -> str:
+    """`ESZ3` → `ES` (a contract: product, month code, year digit); a product is its own."""
+    is_contract = len(series) > 2 and series[-2] in MONTH_CODES and series[-1].isdigit()
+    return series[:-2] if is_contract and series[:-2] in INSTRUMENTS else series
+
+
+def stored_series(product: str, stage: Stage) -> list[str]:
+    """The series of `product` in a stage: the product itself, or its contracts (`ESZ3`)."""
+    names = (p.name.removeprefix("symbol=") for p in stage_root(stage).glob("symbol=*"))
+    return sorted(name for name in names if product_of(name) == product)
+
+
+def by_series(bars: pl.DataFrame, product: str) -> dict[str, pl.DataFrame]:
+    """A source's frame as the series it is stored as: per contract, or the product's one."""
+    bars = bars.drop("symbol", strict=False)
+    if "contract" not in bars.columns:
+        return {product: bars} if bars.height else {}
+    return {name: part for (name,), part in bars.partition_by("contract", as_dict=True).items()}
+
+
+def read_days(series: str, days: Sequence[date], stage: Stage) -> pl.DataFrame:
+    """The stored bars of `series` on exactly `days` (as stored: quarantined bars included)."""
+    bars = read_range(series, min(days), max(days), stage_root(stage))
+    return bars.filter(utc_day().is_in(days))
+
+
+def replace_days(
+    frames: Mapping[str, pl.DataFrame],
+    product: str,
+    days: Sequence[date],
+    stage: Stage,
+    *,
+    progress: bool | None = False,
+) -> None:
+    """Make `days` of `product` in a stage hold exactly `frames` (series → bars): each series'
+    days are replaced, and the days a series no longer has are deleted, so a re-run never leaves
+    stale bars (or a stale "validated" flag) behind."""
+    root = stage_root(stage)
+    written = {
+        name: set(write_bars_partitioned(bars, name, root, progress=progress))
+        for name, bars in frames.items()
+    }
+    for name in stored_series(product, stage):
+        for day in set(days) - written.get(name, set()):
+            delete_day(name, day, root)
+
+
+def store_raw(
+    bars: pl.DataFrame, product: str, days: Sequence[date], *, progress: bool | None = False
+) -> dict[str, pl.DataFrame]:
+    """Store a source's bars of `product` as the raw stage's `days` (the bars outside them are
+    not stored); returns the series stored. The one way bars enter the pipeline, from the
+    `raw_bars` asset and from `scalper data simulate|import` alike."""
+    series = by_series(bars.filter(utc_day().is_in(days)), product)
+    replace_days(series, product, days, "raw", progress=progress)
+    return series
+
+
+# ---------------------------------------------------------------------------------------------
 # Quarantine and status
 
 
@@ -157,7 +261,7 @@ def quarantine(symbol: str, day: date, rows: pl.DataFrame, root: str | Path | No
     if rows.get_column("reason").null_count():
         raise DataError(f"{where}: every row needs a reason")
     typed = _typed(rows, where)
-    outside = typed.filter(_utc_date() != day).get_column("ts")
+    outside = typed.filter(utc_day() != day).get_column("ts")
     if outside.len():
         raise DataError(f"{where}: the row at {iso_utc(outside[0])} is not on that UTC day")
     write_bars(typed, target)
@@ -246,10 +350,6 @@ def _existing_partition(symbol: str, day: date, root: str | Path | None) -> Path
     if not (folder / BARS_FILE).is_file():
         raise DataError(f"{symbol} {day}: no bars stored for that day in {root_dir(root)}")
     return folder
-
-
-def _utc_date() -> pl.Expr:
-    return pl.from_epoch("ts", time_unit="ns").dt.date().alias("date")
 
 
 def _require_columns(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:

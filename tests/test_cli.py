@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scalper.cli import main
 from tests.shared import CONFORMANCE, assert_one_line_error, bars_path, run
 
 CASE = CONFORMANCE / "02_stops_targets"
@@ -68,12 +69,21 @@ def test_live_mode_with_a_paper_port_is_refused(tmp_path: Path) -> None:
     assert_one_line_error(proc, "live.yaml", "broker")
 
 
-def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+def test_demo_runs_on_embedded_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole chain as a user runs it (10 days: the fewest with enough sessions for the
+    walk-forward); then again, in this process to save a start-up, on the same data directory:
+    it must print the same (deterministic, and a re-run replaces its data, never adds to it)."""
     proc = run("demo", "--days", "10", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "default configuration" in proc.stdout
     assert "trades" in proc.stdout
+    assert "research: 5 folds" in proc.stdout
     assert (tmp_path / "demo" / "trades.csv").is_file()
     assert (tmp_path / "demo" / "mes_bars.parquet").is_file()
-    again = run("demo", "--days", "10", home=tmp_path)
-    assert again.stdout.split("done in")[0] == proc.stdout.split("done in")[0], "not deterministic"
+    for variable in ("SCALPER_HOME", "DAGSTER_HOME"):  # the demo sets them; undone after
+        monkeypatch.setenv(variable, str(tmp_path))
+    assert main(["demo", "--days", "10", "--home", str(tmp_path)]) == 0
+    again = capsys.readouterr().out
+    assert again.split("done in")[0] == proc.stdout.split("done in")[0], "not deterministic"

@@ -1,4 +1,5 @@
-"""`scalper data simulate|import` into a temporary data directory, and the progress bars shown."""
+"""`scalper data simulate|import|continuous` (with `scalper validate` between) into a temporary
+data directory: the store's raw and continuous stages, and the progress bars shown."""
 
 from __future__ import annotations
 
@@ -34,12 +35,13 @@ def test_simulate_fills_the_store_and_reruns_replace(
     line = capsys.readouterr().out.strip()
     assert line == (
         f"scalper data: simulated 4,140 MES bars, 4 days (2024-06-09T22:00:00Z .. "
-        f"2024-06-12T20:59:00Z), into {home / 'bars'}"
+        f"2024-06-12T20:59:00Z), into {home / 'bars' / 'raw'}"
     )
-    stored = store.read_range("MES", date(2024, 6, 9), date(2024, 6, 12))
+    raw = store.stage_root("raw")
+    stored = store.read_range("MES", date(2024, 6, 9), date(2024, 6, 12), raw)
     assert stored.equals(simulate_bars(date(2024, 6, 10), 3, seed=4))
     assert main(args) == 0
-    assert store.read_range("MES", date(2024, 6, 9), date(2024, 6, 12)).equals(stored)
+    assert store.read_range("MES", date(2024, 6, 9), date(2024, 6, 12), raw).equals(stored)
 
 
 def test_simulate_another_symbol_uses_its_tick(home: Path) -> None:
@@ -63,17 +65,67 @@ def test_import_normalized_with_resampling(
 
 
 @pytest.mark.skipif(not LEAN.is_dir(), reason="real data not available")
-def test_import_lean_stores_contracts_and_the_front_series(
-    home: Path, capsys: pytest.CaptureFixture[str]
+def test_import_lean_stores_contracts_then_validate_and_continuous_build_the_front_series(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["data", "import", str(LEAN), "--format", "lean_zip", "--symbol", "ES"]) == 0
     out = capsys.readouterr().out
-    assert "imported 19,083 ES bars, 16 days (2013-10-06T22:00:00Z .. 2020-01-06T23:59:00Z)" in out
-    assert "23,948 bars of the 8 contracts" in out
-    front = store.read_range("ES", date(2013, 1, 1), date(2020, 12, 31))
-    assert front.select(BAR_COLUMNS).equals(read_bars(FRONT_CSV))
-    assert store.partitions("ESH4")[0] == date(2013, 10, 6)
-    assert set(store.read_range("ESZ3", date(2013, 1, 1), date(2013, 12, 31))["symbol"]) == {"ESZ3"}
+    assert (
+        "imported 23,948 ES bars of 8 contracts, 16 days "
+        "(2013-10-06T22:00:00Z .. 2020-01-06T23:59:00Z)"
+    ) in out
+    raw = store.stage_root("raw")
+    assert store.stored_series("ES", "raw") == [
+        "ESH0", "ESH4", "ESM0", "ESM4", "ESU0", "ESU4", "ESZ3", "ESZ4",
+    ]  # fmt: skip
+    assert store.partitions("ESH4", raw)[0] == date(2013, 10, 6)
+    in_2013 = store.read_range("ESZ3", date(2013, 1, 1), date(2013, 12, 31), raw)
+    assert set(in_2013["symbol"]) == {"ESZ3"}
+
+    config = tmp_path / "es.yaml"  # the 16:15-16:30 halt of those years is a market pause
+    config.write_text(
+        "instrument: {symbol: ES, point_value: 50.0}\nquality: {max_gap_minutes: 15}\n"
+    )
+    assert main(["validate", "--config", str(config)]) == 1  # deferred months are full of holes
+    continuous = ["data", "continuous", "--start", "2013-10-06", "--end", "2020-01-06"]
+    assert main([*continuous, "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert out == (
+        "scalper data: built 18,888 continuous ES bars (ESZ3, ESH4, ESH0), 16 days "
+        f"(2013-10-06T22:00:00Z .. 2020-01-06T23:59:00Z), into {home / 'bars' / 'continuous'}"
+    )
+    # The front file of the vendor's contracts, without the bars validation set aside: 2013's
+    # 17:00-17:14 New York bars, inside today's daily break.
+    front = store.read_range(
+        "ES", date(2013, 1, 1), date(2020, 12, 31), store.stage_root("continuous")
+    )
+    new_york = (
+        pl.from_epoch("ts", time_unit="ns")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("America/New_York")
+    )
+    expected = read_bars(FRONT_CSV).filter(new_york.dt.hour() != 17)
+    assert front.select(BAR_COLUMNS).equals(expected)
+
+
+def test_continuous_refuses_days_not_validated(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "simulate", "--days", "2", "--start", "2024-06-10"]) == 0
+    week = ["data", "continuous", "--start", "2024-06-09", "--end", "2024-06-11"]
+    assert main(week) == 2
+    assert capsys.readouterr().err.strip() == (
+        "scalper: error: continuous MES refuses unvalidated bars: MES 2024-06-09 is not validated "
+        "yet; MES 2024-06-10 is not validated yet; MES 2024-06-11 is not validated yet"
+    )
+    assert not store.stored_series("MES", "continuous")
+    assert main(["validate", "--start", "2024-06-10"]) == 0
+    assert main(["data", "continuous", "--start", "2024-06-10", "--end", "2024-06-10"]) == 0
+    assert "built 1,380 continuous MES bars (MES), 1 days" in capsys.readouterr().out
+    assert main(["data", "continuous", "--start", "2024-06-12", "--end", "2024-06-13"]) == 2
+    assert "no validated MES bars from 2024-06-12 to 2024-06-13" in capsys.readouterr().err
+    assert main(["data", "continuous", "--start", "2024-06-12", "--end", "2024-06-11"]) == 2
+    assert "--start 2024-06-12 is after --end 2024-06-11" in capsys.readouterr().err
 
 
 def test_the_console_script_reports_mistakes_in_one_line(tmp_path: Path) -> None:

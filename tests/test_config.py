@@ -571,3 +571,54 @@ def test_secrets_never_appear_in_errors_or_warnings() -> None:
     paper = config_from_dict({"alerts": {"telegram_token": TOKEN}}, env={})
     assert paper.warnings
     assert all(TOKEN not in w for w in paper.warnings)
+
+
+# --- research section ---------------------------------------------------------------------------
+
+
+def test_research_defaults() -> None:
+    research = load_config(None, env={}).research
+    assert research.backtest_sessions == 60
+    assert research.lookback == (10, 20, 30, 40, 60)
+    assert research.exit_z == (0.0, 0.5, 1.0)
+    assert (research.folds, research.in_sample_fraction) == (5, 0.7)
+    assert (research.fold_mode, research.objective) == ("rolling", "sharpe")
+    assert DEFAULTS["research"]["stop_loss_ticks"] == [0, 8, 16]
+
+
+def test_research_grid_axes_are_lists_or_one_value(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        """
+        research:
+          lookback: [15, 30]
+          entry_z: 2.5
+          exit_z: [-0.5, 0]
+          fold_mode: anchored
+          objective: net_pnl
+        """,
+    )
+    assert cfg.research.lookback == (15, 30)
+    assert cfg.research.entry_z == (2.5,)
+    assert cfg.research.exit_z == (-0.5, 0.0)
+    assert isinstance(cfg.research.exit_z[1], float)
+    assert cfg.to_dict()["research"]["lookback"] == [15, 30]
+
+
+@pytest.mark.parametrize(
+    ("research", "message"),
+    [
+        ({"lookback": [20, 1]}, "research.lookback = [20, 1]: must be an integer >= 2"),
+        ({"entry_z": [2.0, 0]}, "research.entry_z = [2.0, 0]: must be a number > 0"),
+        ({"lookback": []}, "research.lookback = []: must list at least one value"),
+        ({"lookback": [20, 20]}, "research.lookback = (20, 20): lists a value twice"),
+        ({"in_sample_fraction": 1.0}, "research.in_sample_fraction = 1.0: must be a number"),
+        ({"fold_mode": "expanding"}, "research.fold_mode = 'expanding': must be one of rolling"),
+        ({"objective": "sharp"}, "did you mean 'sharpe'?"),
+        ({"gate_max_drawdown_pct": 20}, "research.gate_max_drawdown_pct = 20: must be a number"),
+        ({"folds": 0}, "research.folds = 0: must be an integer between 1 and 50"),
+        ({"lookback_": [1]}, "research.lookback_: unknown key (did you mean 'lookback'?)"),
+    ],
+)
+def test_research_settings_are_checked(research: dict[str, Any], message: str) -> None:
+    assert message in error_from_dict({"research": research})

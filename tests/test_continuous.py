@@ -1,15 +1,25 @@
 """Continuous series: the roll rule's contract for each session, unadjusted and back-adjusted, on
-the real ES data (it holds the ESZ3 → ESH4 roll of December 2013) and on synthetic contracts."""
+the real ES data (it holds the ESZ3 → ESH4 roll of December 2013) and on synthetic contracts; and
+the stored series, built from validated days only and back-adjusted on read."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from scalper import store
 from scalper.bars import BAR_COLUMNS, PRICE_COLUMNS, read_bars
-from scalper.continuous import continuous
+from scalper.continuous import (
+    UnvalidatedBars,
+    build_continuous,
+    continuous,
+    read_continuous_bars,
+    roll_inputs,
+)
 from scalper.errors import DataError, ScalperError
 from scalper.importers import import_file
 from scalper.simulate import simulate_bars
@@ -153,3 +163,102 @@ def test_mistakes(path: pl.DataFrame) -> None:
     far = contracts(path.head(100), {"MESZ4": 0.0})
     with pytest.raises(DataError, match=r"no bars of the front contracts \(the bars hold MESZ4\)"):
         continuous(far, "MES")
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored series: the `continuous` stage, built from the `validated` one
+
+ROLL_WEEK = store.days_between(date(2024, 3, 4), date(2024, 3, 8))  # MESM4 front from 03-06 23:00
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path))
+    return tmp_path
+
+
+def mark_validated(product: str, days: list[date], skip: Collection[tuple[str, date]] = ()) -> None:
+    """Copy the raw days to the validated stage with clean status records, as a validation that
+    found nothing would (`quality.store_days` does it with GX); days in `skip` stay unmarked."""
+    frames = {s: store.read_days(s, days, "raw") for s in store.stored_series(product, "raw")}
+    store.replace_days(frames, product, days, "validated")
+    root = store.stage_root("validated")
+    for series, bars in frames.items():
+        for day in store.partitions(series, root):
+            if (series, day) not in skip:
+                counts = {"validated": bars.height, "failed": 0, "quarantined": 0}
+                store.mark_partition(series, day, counts, root)
+
+
+def test_the_stored_series_is_built_from_validated_days_only(
+    home: Path, path: pl.DataFrame
+) -> None:
+    bars = contracts(path, {"MESH4": 0.0, "MESM4": 12.5})
+    store.store_raw(bars, "MES", ROLL_WEEK)
+    with pytest.raises(UnvalidatedBars) as refused:
+        build_continuous({"MES": ROLL_WEEK}, 8)
+    assert str(refused.value).startswith(
+        "continuous MES refuses unvalidated bars: MESH4 2024-03-04 is not validated yet; "
+    )
+    assert refused.value.refusals[-1] == "MESM4 2024-03-08 is not validated yet"
+    assert "MESM4 2024-03-05" not in str(refused.value)  # deferred that day: not needed
+    assert store.stored_series("MES", "continuous") == []  # nothing written
+
+    # A deferred contract's unvalidated day does not block; a front's failed day does.
+    mark_validated("MES", ROLL_WEEK, skip={("MESM4", date(2024, 3, 4))})
+    failed = {"validated": 1, "failed": 1, "quarantined": 0, "problems": {"a hole": 1}}
+    store.mark_partition("MESM4", date(2024, 3, 7), failed, store.stage_root("validated"))
+    with pytest.raises(UnvalidatedBars) as refused:
+        build_continuous({"MES": ROLL_WEEK}, 8)
+    assert refused.value.refusals == [
+        "MESM4 2024-03-07 failed validation with 1 unfixable problem(s): a hole (1)"
+    ]
+
+    mark_validated("MES", ROLL_WEEK, skip={("MESM4", date(2024, 3, 4))})
+    in_week = bars.filter(pl.from_epoch("ts", time_unit="ns").dt.date().is_in(ROLL_WEEK))
+    built = build_continuous({"MES": ROLL_WEEK}, 8)["MES"]
+    assert built.equals(continuous(in_week, "MES"))
+    assert store.partition_status("MES", ROLL_WEEK[2], store.stage_root("continuous"))[
+        "built_from"
+    ] == ["MESH4", "MESM4"]
+    assert read_continuous_bars("MES", ROLL_WEEK[0], ROLL_WEEK[-1]).equals(built)
+    back = read_continuous_bars("MES", ROLL_WEEK[0], ROLL_WEEK[-1], "back")
+    assert back.equals(continuous(in_week, "MES", adjust="back"))
+    old = pl.col("contract") == "MESH4"  # moves by the roll's gap; MESM4 keeps its prices
+    shifted = (pl.when(old).then(pl.col(c) + 12.5).otherwise(pl.col(c)) for c in PRICE_COLUMNS)
+    assert back.equals(built.with_columns(shifted))
+
+
+def test_a_back_adjustment_reads_the_contract_rolled_from_on_the_roll_day(
+    home: Path, path: pl.DataFrame
+) -> None:
+    bars = contracts(path, {"MESH4": 0.0, "MESM4": 12.5})
+    store.store_raw(bars, "MES", ROLL_WEEK)
+    mark_validated("MES", ROLL_WEEK)
+    series = build_continuous({"MES": ROLL_WEEK}, 8)["MES"]
+    roll_day = date(2024, 3, 6)
+    assert ("MESH4", roll_day) in roll_inputs(series) and ("MESM4", roll_day) in roll_inputs(series)
+    assert ("MESM4", date(2024, 3, 5)) not in roll_inputs(series)
+    store.delete_day("MESH4", roll_day, store.stage_root("validated"))
+    with pytest.raises(DataError, match="cannot back-adjust without the validated MESH4 bars of"):
+        read_continuous_bars("MES", ROLL_WEEK[0], ROLL_WEEK[-1], "back")
+
+
+def test_a_single_series_is_its_own_continuous_series(home: Path, path: pl.DataFrame) -> None:
+    """A product stored as one series (the simulator) is its own series, contract `MES`; a
+    front series that names its contracts (an IBKR front download) keeps their names."""
+    store.store_raw(path, "MES", ROLL_WEEK)
+    mark_validated("MES", ROLL_WEEK)
+    series = build_continuous({"MES": ROLL_WEEK}, 8)["MES"]
+    assert set(series["contract"]) == {"MES"}
+    assert read_continuous_bars("MES", ROLL_WEEK[0], ROLL_WEEK[-1], "back").equals(series)
+
+    front = continuous(contracts(path, {"MESH4": 0.0, "MESM4": 12.5}), "MES")
+    store.write_bars_partitioned(front, "MES", store.stage_root("raw"))  # as downloaded
+    mark_validated("MES", ROLL_WEEK)
+    series = build_continuous({"MES": ROLL_WEEK}, 8)["MES"]
+    assert series["contract"].unique(maintain_order=True).to_list() == ["MESH4", "MESM4"]
+    with pytest.raises(DataError, match="a front-only series"):
+        read_continuous_bars("MES", ROLL_WEEK[0], ROLL_WEEK[-1], "back")
+    with pytest.raises(ScalperError, match="adjust must be 'none' or 'back'"):
+        read_continuous_bars("MES", ROLL_WEEK[0], ROLL_WEEK[-1], "forward")  # type: ignore[arg-type]

@@ -1,6 +1,8 @@
 """Data quality with real Great Expectations: the simulated market passes, every kind of defect
 fails exactly its expectation and quarantines exactly the bad bars, the real ES data shows what it
-really contains, and Data Docs, plot and `scalper validate` write below the data directory."""
+really contains, stored days are validated into the validated stage (`quality.store_days`, behind
+the asset and the CLI), and Data Docs, plot and `scalper validate` write below the data
+directory."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 
 from quality import QualityResult, build_data_docs, plot_quality, split_quarantine, validate_frame
 from quality.bars_suite import with_helper_columns
+from quality.store_days import day_summary, validate_stored_days
 from scalper import store
 from scalper.bars import read_bars, write_bars
 from scalper.cli import main
@@ -326,30 +329,90 @@ def test_telemetry_is_off() -> None:
     assert os.environ["GX_ANALYTICS_ENABLED"] == "false"
 
 
+def test_stored_days_are_validated_into_the_validated_stage(
+    day: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw days of each series of a product, validated in one GX call per series: the bars are
+    copied (never dropped), the failing ones quarantined per day with the reason, each day
+    recorded; a day no longer in the raw stage is emptied in the validated one."""
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path))
+    days = store.days_between(date(2024, 3, 12), date(2024, 3, 13))
+    broken, _ = negative_volume(day)
+    contracts = pl.concat(
+        [day.with_columns(contract=pl.lit("MESM4")), broken.with_columns(contract=pl.lit("MESU4"))]
+    )
+    store.store_raw(contracts, "MES", days)
+    validated = validate_stored_days({"MES": days}, CFG, data_docs=False)
+    assert sorted(validated.results) == ["MESM4", "MESU4"] and not validated.success
+    assert validated.results["MESU4"].name == "MESU4 2024-03-12..2024-03-13"
+    assert validated.data_docs is None
+    root = store.stage_root("validated")
+    assert store.read_range("MESU4", days[0], days[1], root).height == broken.height
+    # the broken bar (row 100) is at 19:40 New York on the evening the session opens: 03-12 UTC
+    assert store.read_quarantine("MESU4", days[0], root)["reason"].to_list() == [
+        "volume is negative"
+    ]
+    assert store.read_quarantine("MESU4", days[1], root).height == 0
+    status = validated.statuses["MESU4"][days[0]]
+    assert status == store.partition_status("MESU4", days[0], root)
+    assert (status["validated"], status["quarantined"], status["failed"]) == (
+        status["rows"] - 1, 1, 0,
+    )  # fmt: skip
+    assert status["problems"] == {"volume is negative": 1}
+    rows = {
+        (s, d): v["rows"] for s, by_day in validated.statuses.items() for d, v in by_day.items()
+    }
+    assert validated.day_lines() == [
+        f"MESM4 2024-03-12: OK, {rows['MESM4', days[0]]:,} bars",
+        f"MESM4 2024-03-13: OK, {rows['MESM4', days[1]]:,} bars",
+        f"MESU4 2024-03-12: FAILED, 1 of {rows['MESU4', days[0]]:,} bars quarantined; "
+        "volume is negative (1)",
+        f"MESU4 2024-03-13: OK, {rows['MESU4', days[1]]:,} bars",
+    ]
+
+    store.store_raw(day.with_columns(contract=pl.lit("MESM4")), "MES", days)  # MESU4 gone
+    validate_stored_days({"MES": days}, CFG, data_docs=False)
+    assert store.partitions("MESU4", root) == [] and store.partitions("MESM4", root) == days
+
+
+def test_a_day_summary_says_when_a_day_is_unusable() -> None:
+    status = {"rows": 1380, "quarantined": 0, "failed": 1, "problems": {"a hole": 1}}
+    assert day_summary("MES", date(2024, 3, 12), status) == (
+        "MES 2024-03-12: FAILED, 0 of 1,380 bars quarantined; a hole (1); unusable (1 unfixable)"
+    )
+
+
 def test_cli_validates_store_days_and_records_quarantine_and_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SCALPER_HOME", str(tmp_path))
+    raw, validated = store.stage_root("raw"), store.stage_root("validated")
     bars = simulate_bars(date(2024, 3, 12), 2, seed=3)
-    days = store.write_bars_partitioned(bars, "MES", progress=False)
+    days = store.write_bars_partitioned(bars, "MES", raw, progress=False)
     assert main(["validate", "--symbol", "MES", "--start", "2024-03-12", "--docs"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("MES 2024-03-12: OK")
     assert out[1] == f"Data Docs: {tmp_path / 'reports' / 'data_docs' / 'index.html'}"
 
     day = days[1]
-    stored = store.read_range("MES", day, day)
+    stored = store.read_range("MES", day, day, raw)
     broken, _ = negative_volume(stored)
-    store.write_bars_partitioned(broken, "MES", progress=False)
+    store.write_bars_partitioned(broken, "MES", raw, progress=False)
     assert main(["validate", "--symbol", "MES"]) == 1  # every stored day
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(days)
     assert lines[1].startswith(f"MES {day}: FAILED, 1 of ")
-    status = store.partition_status("MES", day)
+    status = store.partition_status("MES", day, validated)
     assert (status["failed"], status["quarantined"]) == (0, 1)
-    assert store.read_quarantine("MES", day)["reason"].to_list() == ["volume is negative"]
-    usable = store.read_range("MES", day, day, validated_only=True)
+    assert store.read_quarantine("MES", day, validated)["reason"].to_list() == [
+        "volume is negative"
+    ]
+    usable = store.read_range("MES", day, day, validated, validated_only=True)
     assert usable.height == stored.height - 1
+    assert main(["validate", "--symbol", "MES", "--start", "2030-01-01"]) == 2
+    assert f"validate: no stored MES bars from 2030-01-01 to 2030-01-01 in {raw}" in (
+        capsys.readouterr().err
+    )
 
 
 def test_cli_validates_a_file_and_fails_on_bad_bars(

@@ -1,5 +1,6 @@
-"""The bar store (SPEC §3): day partitions that re-runs replace, atomic writes, pruned reads, and
-the quarantine and status records that keep unchecked bars away from a backtest."""
+"""The bar store (SPEC §3): day partitions that re-runs replace, atomic writes, pruned reads, the
+quarantine and status records that keep unchecked bars away from a backtest, and the pipeline's
+stages with the series a product is stored as."""
 
 from __future__ import annotations
 
@@ -128,13 +129,15 @@ def test_delete_day(bars: pl.DataFrame, root: Path) -> None:
     assert not [p for p in (root / "symbol=MES").iterdir() if p.name.startswith(".")]
 
 
-def test_default_root_is_under_the_data_directory(
+def test_default_root_is_the_raw_stage_under_the_data_directory(
     bars: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SCALPER_HOME", str(tmp_path / "home"))
     store.write_bars_partitioned(bars, "MES")
-    assert (tmp_path / "home" / "bars" / "symbol=MES" / "date=2024-06-10").is_dir()
+    assert (tmp_path / "home" / "bars" / "raw" / "symbol=MES" / "date=2024-06-10").is_dir()
     assert store.partitions("MES") == DAYS
+    assert store.partitions("MES", store.stage_root("raw")) == DAYS
+    assert store.stage_root("continuous") == tmp_path / "home" / "bars" / "continuous"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,3 +223,53 @@ def test_quarantine_and_status_mistakes(bars: pl.DataFrame, root: Path) -> None:
     with pytest.raises(DataError, match="not JSON data"):
         counts = {"validated": 1, "failed": 0, "quarantined": 0}
         store.mark_partition("MES", DAYS[1], {**counts, "when": date(2024, 1, 1)}, root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages and series
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_a_series_names_its_product() -> None:
+    assert [store.product_of(s) for s in ("ESZ3", "MESH4", "MES", "6EH4", "XYZZ3", "ES")] == [
+        "ES", "MES", "MES", "6E", "XYZZ3", "ES",
+    ]  # fmt: skip
+
+
+def test_a_source_frame_is_stored_per_contract_or_as_the_product(bars: pl.DataFrame) -> None:
+    assert list(store.by_series(bars, "MES")) == ["MES"]
+    assert "symbol" not in store.by_series(bars, "MES")["MES"].columns
+    contracts = pl.concat(
+        [bars.with_columns(contract=pl.lit("MESM4")), bars.with_columns(contract=pl.lit("MESU4"))]
+    )
+    split = store.by_series(contracts, "MES")
+    assert sorted(split) == ["MESM4", "MESU4"] and split["MESU4"].height == bars.height
+    assert store.by_series(bars.head(0), "MES") == {}
+
+
+def test_raw_days_hold_exactly_what_the_source_delivered(home: Path, bars: pl.DataFrame) -> None:
+    """Storing days again replaces them, and drops a series the source no longer delivers on
+    them; days outside those asked for are neither stored nor touched."""
+    june = bars.with_columns(contract=pl.lit("MESM4"))
+    assert list(store.store_raw(june, "MES", DAYS[:3])) == ["MESM4"]
+    assert store.partitions("MESM4", store.stage_root("raw")) == DAYS[:3]
+    store.store_raw(bars.with_columns(contract=pl.lit("MESU4")), "MES", DAYS[1:2])
+    assert store.stored_series("MES", "raw") == ["MESM4", "MESU4"]
+    assert store.partitions("MESM4", store.stage_root("raw")) == [DAYS[0], DAYS[2]]
+    assert store.read_days("MESU4", DAYS[1:2], "raw").equals(
+        store.read_range("MESU4", DAYS[1], DAYS[1], store.stage_root("raw"))
+    )
+    kept = store.read_days("MESM4", [DAYS[0], DAYS[2]], "raw")
+    assert kept.height == day_of(bars, DAYS[0]).height + day_of(bars, DAYS[2]).height
+    assert store.stored_series("MES", "validated") == []
+
+
+def test_day_labels_and_ranges(bars: pl.DataFrame) -> None:
+    assert store.days_between(DAYS[0], DAYS[-1]) == DAYS
+    assert store.day_span(bars) == "2024-06-09..2024-06-12"
+    assert store.day_span(day_of(bars, DAYS[1])) == "2024-06-10"

@@ -43,12 +43,21 @@ def _backtest(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from scalper.demo import run_demo
+    from scalper.errors import ScalperError
 
-    return run_demo(home=args.home, days=args.days, seed=args.seed)
+    try:  # the data step is the Dagster assets: the orchestrator is imported here only
+        from assets.demo import materialize_demo
+    except ImportError as exc:
+        raise ScalperError(f"scalper demo needs the platform extras ({exc})") from None
+    return run_demo(materialize_demo, home=args.home, days=args.days, seed=args.seed)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="simulate MES bars and backtest them on the defaults")
+    demo = sub.add_parser(
+        "demo",
+        help="the nightly chain on simulated MES bars and the defaults: data assets (simulate, "
+        "validate, continuous), backtest, research assets and report",
+    )
     demo.add_argument("--home", type=Path, default=None, help="data directory (SCALPER_HOME)")
     demo.add_argument("--days", type=int, default=60, help="calendar days to simulate (default 60)")
     demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")

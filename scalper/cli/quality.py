@@ -1,12 +1,14 @@
 """`scalper validate`: run the bar expectations (Great Expectations) from the command line.
 
-Two sources, one verdict line each:
+Two sources:
 
 * `--file F` — a normalized bars file (read by `read_bars`, which already rejects structurally
-  broken rows with their line number); nothing is written.
-* the bar store — every stored UTC day of `--start … --end` (all days without `--start`). Each day
-  gets its quarantine (failing bars with the reason) and its status record written to the store,
-  which is what lets downstream readers (`read_range(..., validated_only=True)`) use the day.
+  broken rows with their line number); one verdict line, nothing is written.
+* the bar store — the raw days of `--symbol` (a product: its contracts too), `--start … --end`
+  or every stored day, validated into the `validated` stage by `quality.store_days`, the function
+  behind the `validated_bars` asset: each day gets its quarantine (failing bars with the reason)
+  and its status record, which is what lets `scalper data continuous` and every reader of
+  validated bars use the day. One verdict line per day.
 
 The exit code is 1 when any file or day fails, so scripts and cron jobs can act on it. Great
 Expectations is imported inside the handler: `scalper --help` and the other commands stay fast.
@@ -22,13 +24,14 @@ from typing import TYPE_CHECKING
 from scalper.cli import iso_date
 
 if TYPE_CHECKING:
-    from quality import QualityResult
     from scalper.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    validate = sub.add_parser("validate", help="check bars with the data-quality expectations")
-    validate.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    validate = sub.add_parser(
+        "validate", help="validate raw bars into the store's validated stage (or check a file)"
+    )
+    validate.add_argument("--symbol", help="product (default: instrument.symbol)")
     source = validate.add_mutually_exclusive_group()
     source.add_argument("--file", type=Path, help="validate this bars file instead of the store")
     source.add_argument("--start", type=iso_date, help="first stored UTC day, YYYY-MM-DD")
@@ -39,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from quality import build_data_docs
     from scalper.config import load_config
     from scalper.errors import ScalperError
 
@@ -48,42 +50,42 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     symbol = args.symbol or cfg.instrument.symbol
     if args.file:
-        results = [_validate_file(args.file, symbol, cfg)]
-    else:
-        results = _validate_store(symbol, args.start, args.end or args.start, cfg)
-    if args.docs:
-        print(f"Data Docs: {build_data_docs(results)}")
-    return 0 if all(r.success for r in results) else 1
+        return _validate_file(args.file, symbol, cfg, docs=args.docs)
+    return _validate_store(symbol, args.start, args.end or args.start, cfg, docs=args.docs)
 
 
-def _validate_file(path: Path, symbol: str, cfg: Config) -> QualityResult:
-    from quality import validate_frame
+def _validate_file(path: Path, symbol: str, cfg: Config, *, docs: bool) -> int:
+    from quality import build_data_docs, validate_frame
     from scalper.bars import read_bars
 
     result = validate_frame(read_bars(path), symbol=symbol, cfg=cfg, name=str(path))
     print(result.summary())
-    return result
+    if docs:
+        print(f"Data Docs: {build_data_docs([result])}")
+    return 0 if result.success else 1
 
 
 def _validate_store(
-    symbol: str, start: date | None, end: date | None, cfg: Config
-) -> list[QualityResult]:
-    """Validate each stored day, record its quarantine and status, print its verdict."""
-    from quality import split_quarantine, validate_frame
+    symbol: str, start: date | None, end: date | None, cfg: Config, *, docs: bool
+) -> int:
+    """Validate the stored raw days into the validated stage; print each day's verdict."""
+    from quality.store_days import validate_stored_days
     from scalper import store
     from scalper.errors import ScalperError
-    from scalper.progress import track
 
-    days = [d for d in store.partitions(symbol) if start is None or start <= d <= end]
-    if not days:
+    raw = store.stage_root("raw")
+    stored = sorted(
+        {day for s in store.stored_series(symbol, "raw") for day in store.partitions(s, raw)}
+    )
+    in_range = [d for d in stored if start is None or start <= d <= end]
+    if not in_range:
         span = "" if start is None else f" from {start} to {end}"
-        raise ScalperError(f"validate: no stored {symbol} bars{span} in {store.root_dir()}")
-    results = []
-    for day in track(days, f"validate {symbol}", unit="days"):
-        bars = store.read_range(symbol, day, day)
-        result = validate_frame(bars, symbol=symbol, cfg=cfg, name=f"{symbol} {day}")
-        store.quarantine(symbol, day, split_quarantine(bars, result)[1])
-        store.mark_partition(symbol, day, result.to_dict())
-        print(result.summary())
-        results.append(result)
-    return results
+        raise ScalperError(f"validate: no stored {symbol} bars{span} in {raw}")
+    # A range is validated whole, so a day whose raw bars are gone is emptied, as the asset does.
+    days = in_range if start is None else store.days_between(start, end)
+    validated = validate_stored_days({symbol: days}, cfg, data_docs=docs, progress=None)
+    for line in validated.day_lines():
+        print(line)
+    if validated.data_docs:
+        print(f"Data Docs: {validated.data_docs}")
+    return 0 if validated.success else 1

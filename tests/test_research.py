@@ -1,0 +1,519 @@
+"""Research: the grid, the sweep, walk-forward folds, selection, the gate, approved parameters,
+the history and the `scalper optimize | walk-forward | report` commands."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import date, time, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scalper import research, store
+from scalper.backtest import run_backtest
+from scalper.bars import write_bars
+from scalper.calendar import with_session_columns
+from scalper.config import Config, config_from_dict, load_config
+from scalper.errors import DataError, ScalperError
+from scalper.report import publish
+from scalper.research import (
+    ResearchRun,
+    best_set,
+    eligible_sets,
+    fold_ranges,
+    go_live_gate,
+    grid_params,
+    metrics_from,
+    read_history,
+    run_sweep,
+    session_dates,
+    walk_forward,
+    with_point,
+    write_approved_params,
+)
+from scalper.simulate import simulate_bars
+from tests.shared import assert_one_line_error, run
+
+SMALL_GRID = {
+    "lookback": [10, 20],
+    "entry_z": [1.5, 2.0],
+    "exit_z": [0.0, 0.5],
+    "stop_loss_ticks": [0],
+    "take_profit_ticks": [0, 8],
+}
+# Without the account-level brakes, so a losing parameter set keeps trading (and keeps losing)
+# instead of being halted by the kill switch before it has made any trades to judge.
+NO_BRAKES = {
+    "kill_switch_loss": 0,
+    "min_account_balance": 0,
+    "daily_loss_limit": 0,
+    "daily_drawdown_limit": 0,
+    "max_consecutive_losses": 0,
+}
+
+
+def small_config(**research_settings: Any) -> Config:
+    return config_from_dict({"research": {**SMALL_GRID, **research_settings}}, env={})
+
+
+@cache
+def simulated(days: int = 120, seed: int = 3) -> pl.DataFrame:
+    return simulate_bars(date(2024, 1, 2), days, seed=seed)
+
+
+def with_closes(points: np.ndarray, seed: int) -> pl.DataFrame:
+    """Simulated bar times and volumes with the given close path (in index points, on ticks)."""
+    base = simulate_bars(date(2024, 1, 2), 120, seed=seed)
+    close = np.round(points[: base.height] * 4) / 4
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    return base.with_columns(
+        open=pl.Series(open_),
+        high=pl.Series(np.maximum(open_, close) + 0.25),
+        low=pl.Series(np.minimum(open_, close) - 0.25),
+        close=pl.Series(close),
+    )
+
+
+@cache
+def reverting_bars() -> pl.DataFrame:
+    """Prices that snap back: an AR(1) deviation around a fixed level. Fading z-score extremes
+    is profitable by design."""
+    shocks = np.random.default_rng(1).normal(0, 1.5, 200_000)
+    deviation = np.zeros_like(shocks)
+    for i in range(1, shocks.size):
+        deviation[i] = 0.6 * deviation[i - 1] + shocks[i]
+    return with_closes(5000 + deviation, seed=1)
+
+
+@cache
+def trending_bars() -> pl.DataFrame:
+    """Prices with momentum: returns follow returns. Fading extremes loses by design."""
+    shocks = np.random.default_rng(1).normal(0, 0.3, 200_000)
+    returns = np.zeros_like(shocks)
+    for i in range(1, shocks.size):
+        returns[i] = 0.9 * returns[i - 1] + shocks[i]
+    return with_closes(5000 + np.cumsum(returns), seed=1)
+
+
+# --- grid ---------------------------------------------------------------------------------------
+
+
+def test_default_grid_is_the_full_product() -> None:
+    grid = grid_params(load_config(None, env={}))
+    assert len(grid) == 5 * 4 * 3 * 3 * 3
+    assert grid.skipped == 0
+    assert len(grid.params) == len(grid)
+    assert grid.params[0]["lookback"] == 10
+    assert grid.params[0]["strategy"] == "zscore"
+
+
+def test_grid_skips_and_counts_exit_at_or_above_entry() -> None:
+    cfg = small_config(entry_z=[1.0, 2.0], exit_z=[0.5, 1.0, 1.5], take_profit_ticks=[0])
+    grid = grid_params(cfg)
+    # Valid (entry, exit) pairs: (1.0, 0.5), (2.0, 0.5), (2.0, 1.0), (2.0, 1.5); two lookbacks.
+    assert len(grid) == 4 * 2
+    assert grid.skipped == 2 * 2
+    assert all(p["exit_z"] < p["entry_z"] for p in grid.params)
+
+
+def test_grid_of_only_refused_combinations_is_an_error() -> None:
+    with pytest.raises(ScalperError, match="all 2 combinations are refused"):
+        grid_params(
+            small_config(lookback=[20], entry_z=[1.0], exit_z=[1.0, 2.0], take_profit_ticks=[0])
+        )
+
+
+def test_grid_needs_the_zscore_strategy() -> None:
+    cfg = config_from_dict({"strategy": {"kind": "rsi"}}, env={})
+    with pytest.raises(ScalperError, match=r"strategy\.kind is 'rsi'"):
+        grid_params(cfg)
+
+
+# --- sweep --------------------------------------------------------------------------------------
+
+
+def test_sweep_has_one_row_per_set_with_every_metric_equal_to_a_backtest() -> None:
+    cfg = small_config()
+    bars = simulated(30)
+    sweep = run_sweep(bars, cfg)
+    assert sweep.height == len(grid_params(cfg))
+    assert sweep.columns == ["set", *SMALL_GRID, *research.METRICS]
+    assert sweep.get_column("set").to_list() == list(range(sweep.height))
+    row = sweep.row(5, named=True)
+    metrics = run_backtest(bars, with_point(cfg, research.grid_point(row))).metrics
+    for name in research.METRICS:
+        assert row[name] == pytest.approx(metrics[name], nan_ok=True), name
+
+
+def test_best_set_is_the_highest_eligible_objective_with_ties_to_more_trades() -> None:
+    cfg = small_config(min_trades=5)
+    sweep = pl.DataFrame(
+        {
+            "set": [0, 1, 2, 3, 4],
+            "trades": [100, 3, 20, 40, 50],
+            "sharpe": [1.0, 9.0, 2.0, 2.0, float("nan")],
+        }
+    )
+    assert best_set(sweep, cfg)["set"] == 3  # set 1 has too few trades, set 4 no Sharpe
+    assert eligible_sets(sweep, cfg).get_column("set").to_list() == [3, 2, 0]
+    assert best_set(sweep.filter(pl.col("trades") < 5), cfg) is None
+
+
+# --- folds --------------------------------------------------------------------------------------
+
+
+def weekdays(n: int) -> list[date]:
+    days, day = [], date(2024, 1, 1)
+    while len(days) < n:
+        if day.weekday() < 5:
+            days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    folds=st.integers(1, 12),
+    fraction=st.floats(0.05, 0.95),
+    mode=st.sampled_from(["rolling", "anchored"]),
+)
+def test_folds_tile_the_end_and_out_of_sample_follows_in_sample(
+    n: int, folds: int, fraction: float, mode: str
+) -> None:
+    sessions = weekdays(n)
+    try:
+        result = fold_ranges(sessions, folds, fraction, mode)
+    except DataError as exc:
+        assert n < folds + fraction / (1 - fraction)
+        assert f"the data has {n}" in str(exc)
+        return
+    assert [f.index for f in result] == list(range(1, folds + 1))
+    assert result[-1].out_of_sample.last == sessions[-1]
+    oos_lengths = {f.out_of_sample.sessions for f in result}
+    assert len(oos_lengths) == 1 and min(oos_lengths) >= 1
+    for previous, fold in itertools.pairwise(result):
+        # consecutive, never overlapping out-of-sample ranges
+        assert (
+            sessions.index(fold.out_of_sample.first)
+            == sessions.index(previous.out_of_sample.last) + 1
+        )
+    for fold in result:
+        in_sample, oos = fold.in_sample, fold.out_of_sample
+        assert in_sample.last < oos.first  # never precedes, never overlaps its in-sample
+        assert sessions.index(oos.first) == sessions.index(in_sample.last) + 1
+        assert (
+            in_sample.sessions
+            == sessions.index(in_sample.last) - sessions.index(in_sample.first) + 1
+        )
+        if mode == "anchored":
+            assert in_sample.first == sessions[0]
+    if mode == "rolling":
+        assert len({f.in_sample.sessions for f in result}) == 1
+        first = result[0]
+        share = first.in_sample.sessions / (first.in_sample.sessions + first.out_of_sample.sessions)
+        assert abs(share - fraction) <= 0.5 / (first.out_of_sample.sessions + 1) + 1e-9 or (
+            first.in_sample.sessions == 1
+        )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    folds=st.integers(1, 6),
+    fraction=st.floats(0.3, 0.9),
+    mode=st.sampled_from(["rolling", "anchored"]),
+)
+def test_out_of_sample_bars_never_include_in_sample_bars(
+    folds: int, fraction: float, mode: str
+) -> None:
+    cfg = small_config(folds=folds, in_sample_fraction=fraction, fold_mode=mode)
+    bars = simulated(60)
+    dates = session_dates(bars, cfg)
+    for fold in research.folds(bars, cfg):
+        in_sample = research.bars_in(bars, dates, fold.in_sample)
+        oos = research.bars_in(bars, dates, fold.out_of_sample)
+        assert oos.height and in_sample.height
+        assert in_sample["ts"].max() < oos["ts"].min()
+        assert oos.join(in_sample, on="ts", how="semi").height == 0
+        oos_dates = session_dates(oos, cfg)
+        assert oos_dates.min() == fold.out_of_sample.first
+        assert oos_dates.max() == fold.out_of_sample.last
+
+
+# --- walk-forward -------------------------------------------------------------------------------
+
+
+@cache
+def simulated_walk_forward() -> tuple[Config, research.WalkForwardResult]:
+    cfg = small_config(min_trades=10)
+    return cfg, walk_forward(simulated(), cfg)
+
+
+def test_walk_forward_picks_the_in_sample_best_of_each_fold() -> None:
+    cfg, wf = simulated_walk_forward()
+    bars = simulated()
+    dates = session_dates(bars, cfg)
+    assert len(wf.folds) == cfg.research.folds
+    for result in wf.folds:
+        sweep = run_sweep(research.bars_in(bars, dates, result.fold.in_sample), cfg)
+        best = best_set(sweep, cfg)
+        assert best is not None and result.winner == research.grid_point(best)
+        assert result.in_sample is not None
+        assert result.in_sample["sharpe"] == best["sharpe"]
+        assert result.in_sample["sharpe"] == eligible_sets(sweep, cfg)["sharpe"].max()
+    assert wf.recommended == wf.folds[-1].winner
+
+
+def test_out_of_sample_runs_trade_only_after_their_warm_up() -> None:
+    """Each fold's engine starts fresh on its own bars: the first `lookback` bars only warm the
+    indicator, so no entry fills before the bar after them. Regular-hours bars (09:30-16:15 New
+    York) make the warm-up bite: there, entries are allowed from a session's very first bar."""
+    cfg = small_config(min_trades=10)
+    local = with_session_columns(simulated())["local_time"]
+    bars = simulated().filter(local.is_between(time(9, 30), time(16, 15), closed="left"))
+    wf = walk_forward(bars, cfg)
+    dates = session_dates(bars, cfg)
+    for result in wf.folds:
+        assert result.winner is not None and result.out_of_sample is not None
+        oos_ts = research.bars_in(bars, dates, result.fold.out_of_sample)["ts"]
+        warm_up_end = oos_ts[result.winner["lookback"] - 1]  # the close completing the window
+        in_fold = wf.out_of_sample.trades.filter(
+            pl.col("entry_ts").dt.epoch("ns").is_between(oos_ts.min(), oos_ts.max())
+        )
+        assert in_fold.height == result.out_of_sample["trades"] > 0
+        first_entry = in_fold["entry_ts"].dt.epoch("ns").min()
+        assert first_entry > warm_up_end
+        assert first_entry - oos_ts.min() < 86_400 * 10**9  # yet it trades on its first day
+
+
+def test_walk_forward_stitches_the_out_of_sample_runs() -> None:
+    cfg, wf = simulated_walk_forward()
+    oos = wf.out_of_sample
+    per_fold = [r.out_of_sample for r in wf.folds if r.out_of_sample is not None]
+    assert oos.metrics["trades"] == sum(m["trades"] for m in per_fold) == oos.trades.height
+    assert oos.metrics["net_pnl"] == pytest.approx(sum(m["net_pnl"] for m in per_fold))
+    assert oos.metrics["sessions"] == sum(m["sessions"] for m in per_fold)
+    assert oos.equity["ts"].is_sorted()
+    capital = cfg.risk.starting_capital
+    assert oos.equity["equity"][-1] == pytest.approx(capital + oos.metrics["net_pnl"], abs=20)
+    in_score = np.mean([r.in_sample["sharpe"] for r in wf.folds])
+    out_score = np.mean([r.out_of_sample["sharpe"] for r in wf.folds])
+    assert wf.degradation == pytest.approx(1 - out_score / in_score)
+
+
+def test_metrics_from_trades_and_sessions_equal_the_engines() -> None:
+    result = run_backtest(simulated(40), load_config(None, env={}))
+    m = result.metrics
+    mine = metrics_from(
+        result.trades["pnl"].to_numpy(),
+        result.sessions["pnl"].to_numpy(),
+        1000.0,
+        m["exposure"],
+    )
+    assert mine.keys() == m.keys()
+    for key, value in m.items():
+        assert mine[key] == pytest.approx(value, rel=1e-9, nan_ok=True), key
+
+
+def test_anchored_folds_grow_their_in_sample() -> None:
+    cfg = small_config(fold_mode="anchored", folds=3)
+    fold_list = research.folds(simulated(), cfg)
+    assert {f.in_sample.first for f in fold_list} == {session_dates(simulated(), cfg).min()}
+    lengths = [f.in_sample.sessions for f in fold_list]
+    assert lengths == sorted(lengths) and len(set(lengths)) == 3
+
+
+# --- gate ---------------------------------------------------------------------------------------
+
+
+def gated(bars: pl.DataFrame) -> tuple[Config, research.WalkForwardResult, research.GateVerdict]:
+    cfg = config_from_dict({"research": SMALL_GRID, "risk": NO_BRAKES}, env={})
+    wf = walk_forward(bars, cfg)
+    return cfg, wf, go_live_gate(wf, cfg)
+
+
+def test_gate_accepts_a_set_profitable_by_design() -> None:
+    _, wf, verdict = gated(reverting_bars())
+    assert verdict.passed, verdict.summary()
+    assert verdict.reasons == []
+    assert verdict.params == wf.recommended
+    assert [c.name for c in verdict.checks] == [
+        "winners", "trades_per_fold", "sharpe", "profit_factor", "max_drawdown", "degradation",
+    ]  # fmt: skip
+    assert verdict.summary().startswith("gate PASSED for lookback=")
+
+
+def test_gate_refuses_a_set_losing_by_design_and_says_why() -> None:
+    _, wf, verdict = gated(trending_bars())
+    assert not verdict.passed
+    failed = {c.name for c in verdict.checks if not c.passed}
+    assert {"sharpe", "profit_factor", "max_drawdown", "degradation"} <= failed
+    assert wf.out_of_sample.metrics["net_pnl"] < 0
+    summary = verdict.summary()
+    assert summary.startswith("gate FAILED: ")
+    assert "out-of-sample Sharpe" in summary and "(minimum)" in summary
+    assert "in-sample sharpe" in summary and "is not positive" in summary
+
+
+def test_gate_names_the_folds_that_trade_too_little() -> None:
+    cfg = small_config(min_trades=10, gate_min_trades_per_fold=10**6)
+    _, wf = simulated_walk_forward()
+    verdict = go_live_gate(wf, cfg)
+    assert not verdict.passed
+    assert "folds 1, 2, 3, 4, 5: fewer than 1000000 out-of-sample trades" in verdict.reasons
+
+
+# --- approved parameters and history ------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_approved_params_written_only_on_pass_and_load_as_config(tmp_path: Path) -> None:
+    cfg, wf, verdict = gated(reverting_bars())
+    path = tmp_path / "approved_params.yaml"
+    assert write_approved_params(verdict, wf, cfg, path, run_id="r1")
+    loaded = load_config(path, env={})
+    assert loaded.warnings == ()
+    point = verdict.params
+    assert point is not None
+    assert loaded.strategy.lookback == point["lookback"]
+    assert loaded.strategy.entry_z == point["entry_z"]
+    assert loaded.strategy.exit_z == point["exit_z"]
+    assert loaded.risk.stop_loss_ticks == point["stop_loss_ticks"]
+    assert loaded.risk.take_profit_ticks == point["take_profit_ticks"]
+    assert "research run r1" in path.read_text()
+
+    bad_cfg, bad_wf, refused = gated(trending_bars())
+    other = tmp_path / "refused.yaml"
+    assert not write_approved_params(refused, bad_wf, bad_cfg, other)
+    assert not other.exists()
+    before = path.read_text()
+    assert not write_approved_params(refused, bad_wf, bad_cfg, path)
+    assert path.read_text() == before  # the last approved set stays in force
+
+
+def test_history_appends_one_row_per_run(home: Path) -> None:
+    cfg, wf = simulated_walk_forward()
+    run_ = ResearchRun("MES", walk_forward=wf, verdict=go_live_gate(wf, cfg))
+    first = publish(run_, cfg, origin="test")
+    second = publish(run_, cfg, origin="test")
+    history = read_history()
+    assert history.height == 2
+    assert history["run_id"].to_list() == [first.run_id, second.run_id]
+    assert first.run_id != second.run_id
+    row = history.row(1, named=True)
+    assert row["symbol"] == "MES" and row["origin"] == "test"
+    assert row["oos_trades"] == wf.out_of_sample.metrics["trades"]
+    assert row["oos_sharpe"] == pytest.approx(wf.out_of_sample.metrics["sharpe"])
+    assert row["report"] == str(second.report)
+    assert row["first_session"] == wf.span[0] and row["last_session"] == wf.span[1]
+    assert research.history_path() == home / "research" / "history.parquet"
+
+
+# --- reading the store --------------------------------------------------------------------------
+
+
+def store_continuous(bars: pl.DataFrame, *, validated: bool = True) -> list[date]:
+    """`bars` as the stored continuous MES series (one series as delivered: contract `MES`), its
+    days marked validated as `build_continuous` marks them unless `validated` is False."""
+    root = store.stage_root("continuous")
+    days = store.write_bars_partitioned(bars.with_columns(contract=pl.lit("MES")), "MES", root)
+    for day in days if validated else ():
+        store.mark_partition("MES", day, {"validated": 1, "failed": 0, "quarantined": 0}, root)
+    return days
+
+
+def test_read_sessions_gives_whole_validated_sessions(home: Path) -> None:
+    cfg = load_config(None, env={})
+    bars = simulated(14)
+    days = store_continuous(bars, validated=False)
+    read = research.continuous_reader("MES", cfg)
+    with pytest.raises(DataError, match="not validated"):
+        research.read_sessions(read, date(2024, 1, 3), date(2024, 1, 5), cfg)
+    store_continuous(bars)
+    got = research.read_sessions(read, date(2024, 1, 3), date(2024, 1, 5), cfg)
+    dates = session_dates(bars, cfg)
+    expected = bars.filter(dates.is_between(date(2024, 1, 3), date(2024, 1, 5)))
+    assert got.select(expected.columns).equals(expected)
+    recent = research.read_recent_sessions(read, days[-1], 4, cfg)
+    assert session_dates(recent, cfg).unique().len() == 4
+    assert session_dates(recent, cfg).max() == dates.max()
+    with pytest.raises(DataError, match="no validated bars for the sessions 2023-01-02"):
+        research.read_sessions(read, date(2023, 1, 2), date(2023, 1, 5), cfg)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("cli")
+    data = folder / "bars.parquet"
+    write_bars(simulated(), data)
+    config = folder / "config.yaml"
+    grid = "\n".join(f"  {k}: {v}" for k, v in SMALL_GRID.items())
+    config.write_text(f"research:\n{grid}\n  min_trades: 10\n  backtest_sessions: 20\n")
+    return data, config
+
+
+@pytest.mark.parametrize("command", ["optimize", "walk-forward", "report"])
+def test_cli_commands_write_a_report(
+    command: str, cli_inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, config = cli_inputs
+    proc = run(command, "--config", str(config), "--data", str(data), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith(f"scalper {command}: ")
+    assert lines[-1].startswith("report: ")
+    report = Path(lines[-1].removeprefix("report: "))
+    assert report.is_file() and report.is_relative_to(tmp_path / "reports" / "research")
+    assert (report.parent.parent / "index.html").is_file()
+    if command != "optimize":
+        assert any(line.startswith("gate ") for line in lines)
+
+
+def test_cli_reads_stored_sessions_and_writes_to_out(
+    cli_inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, config = cli_inputs
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path))
+    store_continuous(simulated())
+    out = tmp_path / "mine"
+    args = ("optimize", "--config", str(config), "--symbol", "MES")
+    proc = run(*args, "--start", "2024-02-01", "--end", "2024-02-29", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "over 21 sessions (2024-02-01 .. 2024-02-29)" in proc.stdout
+    assert (out / "report.html").is_file() and (out / "sweep.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--data", "missing.parquet"), "missing.parquet: no such file"),
+        (("--symbol", "MES"), "MES: no bars in the store"),
+        (("--symbol", "MES", "--start", "2024-01-05", "--end", "2024-01-02"), "is after --end"),
+        (("--symbol", "MES", "--start", "2024-01-02"), "give both --start and --end"),
+        (("--data", "x.csv", "--end", "2024-01-02"), "use them with --symbol"),
+    ],
+)
+def test_cli_mistakes_are_one_line_errors(
+    args: tuple[str, ...], needle: str, tmp_path: Path
+) -> None:
+    assert_one_line_error(run("walk-forward", *args, home=tmp_path), needle)
+
+
+def test_nan_safe_headline() -> None:
+    line = research.headline(metrics_from(np.empty(0), np.empty(0), 1000.0, math.nan))
+    assert line == "0 trades, net 0.00, Sharpe n/a, profit factor n/a, max drawdown 0.0%"

@@ -1,0 +1,50 @@
+"""Where raw bars come from (`scalper.sources`): the configured source over whole UTC days, the
+simulator's one fixed window, and the contracts an IBKR download fetches for each day."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from scalper.config import Config, config_from_dict
+from scalper.errors import ScalperError
+from scalper.simulate import simulate_bars
+from scalper.sources import contract_days, fetch_bars, simulate_market, simulated_days
+from scalper.store import utc_day
+
+WEEK = date(2024, 1, 8)  # a Monday
+
+
+def test_each_utc_day_downloads_the_fronts_of_both_sessions_it_touches() -> None:
+    days = contract_days("MES", date(2024, 3, 4), date(2024, 3, 8), roll_days=8)
+    assert days == {
+        "MESH4": (date(2024, 3, 4), date(2024, 3, 6)),
+        "MESM4": (date(2024, 3, 6), date(2024, 3, 8)),
+    }
+
+
+def test_simulated_days_are_slices_of_one_market() -> None:
+    """Each day is cut from the whole window's market, never simulated on its own (which would
+    restart the price every day); a day outside the window is an error, not invented data."""
+    window = {"simulation_start": WEEK, "simulation_days": 5}
+    assert simulated_days(WEEK, 5) == (WEEK - timedelta(days=1), WEEK + timedelta(days=4))
+    market = simulate_bars(WEEK, 5)
+    tuesday, origin = fetch_bars(Config(), "MES", date(2024, 1, 9), date(2024, 1, 9), **window)
+    assert tuesday.equals(market.filter(utc_day() == date(2024, 1, 9)))
+    assert origin == "simulator (seed 7, sessions from 2024-01-08)"
+    with pytest.raises(ScalperError, match=r"covers the UTC days 2024-01-07 \.\. 2024-01-12"):
+        fetch_bars(Config(), "MES", date(2024, 1, 13), date(2024, 1, 13), **window)
+
+
+def test_the_simulator_takes_the_configuration_and_the_instrument() -> None:
+    cfg = config_from_dict({"data": {"seed": 3, "bar_seconds": 300, "start_price": 1.1}}, env={})
+    bars = simulate_market(cfg, "6E", WEEK, 2)
+    expected = simulate_bars(
+        WEEK, 2, seed=3, bar_seconds=300, symbol="6E", start_price=1.1, tick_size=0.00005
+    )
+    assert bars.equals(expected)
+    assert simulate_market(cfg, "6E", WEEK, 2, seed=4).select(pl.col("close").sum()).item() != (
+        bars.select(pl.col("close").sum()).item()
+    )
