@@ -20,7 +20,7 @@ from importlib import import_module
 from scalper.errors import ScalperError
 
 # Modules under scalper.cli that register commands, in the order `--help` lists them.
-COMMAND_MODULES = ("engine", "data", "kafka", "quality", "research", "ui")
+COMMAND_MODULES = ("engine", "data", "kafka", "quality", "research", "ui", "stream", "ops")
 
 
 def iso_date(text: str) -> date:

@@ -1,4 +1,6 @@
-"""`scalper data download`: historical bars from Interactive Brokers into the bar store.
+"""Interactive Brokers commands: `scalper data download` and `scalper stream ib-bridge`.
+
+**`scalper data download`**: historical bars from Interactive Brokers into the bar store.
 
 Connects to the gateway of `broker` in the configuration (host, port, client id), downloads with
 `scalper.ibkr.history` (chunked, paced to IB's rules, resumable: an interrupted run continues
@@ -8,6 +10,11 @@ bar naming its contract; `--contract MESH4` stores that contract under its own n
 
 It is an action of `scalper data` (`register_data`, listed in `DATA_ACTION_MODULES` of
 `scalper.cli.data`), so ib_async is imported only when a download runs.
+
+**`scalper stream ib-bridge`**: IB's real-time 5-second bars of the front contract, published
+to `bars.<symbol>` as they arrive (`scalper.ibkr.bridge`), until stopped; it connects with its
+own client id (`broker.client_id + 1`) and survives gateway restarts. It is an action of
+`scalper stream` (`register_stream`, for the stream command's action modules).
 """
 
 from __future__ import annotations
@@ -71,4 +78,48 @@ def _download(args: argparse.Namespace) -> int:
         f"scalper data: downloaded {bars.height:,} {series} bars ({contracts}), "
         f"{len(days)} days ({span}), into {root_dir()}"
     )
+    return 0
+
+
+def register_stream(actions: argparse._SubParsersAction) -> None:
+    """Add `ib-bridge` to the actions of `scalper stream`."""
+    bridge = actions.add_parser(
+        "ib-bridge", help="publish IB's real-time 5-second bars of the front contract to Kafka"
+    )
+    bridge.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    bridge.add_argument(
+        "--client-id", type=int, help="IB API client id (default: broker.client_id + 1)"
+    )
+    bridge.add_argument("--config", help="configuration YAML (default: built-in defaults)")
+    bridge.set_defaults(func=_bridge)
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    """Run the bridge until interrupted (SIGINT or SIGTERM); it reconnects by itself meanwhile."""
+    import signal
+
+    from scalper.config import load_config
+    from scalper.ibkr.bridge import BarBridge, BridgeThread
+    from scalper.ibkr.link import role_client_id
+    from scalper.kafka.clients import publish
+    from scalper.kafka.topics import bars_topic, ensure_topics
+
+    logging.getLogger("ib_async").setLevel(logging.CRITICAL)
+    cfg = load_config(args.config)
+    symbol = args.symbol or cfg.instrument.symbol
+    client_id = args.client_id
+    if client_id is None:
+        client_id = role_client_id(cfg.broker, "bridge")
+    roll_days = cfg.instrument.roll_days_before_expiry
+    ensure_topics(cfg.kafka.bootstrap, [symbol])
+    thread = BridgeThread(
+        lambda emit: BarBridge(cfg.broker, symbol, roll_days, emit, client_id=client_id)
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service stop ends it cleanly
+    try:
+        thread.start(attempts=None)
+        print(f"scalper stream: bridging IB {symbol} bars to {bars_topic(symbol)}", flush=True)
+        publish(cfg.kafka.bootstrap, bars_topic(symbol), thread.messages())
+    finally:
+        thread.stop()
     return 0

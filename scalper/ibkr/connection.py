@@ -3,10 +3,18 @@
 A gateway that is not running, listens on another port or has the API disabled is the most
 common first-day problem, and ib_async reports it as a raw socket exception or a bare timeout.
 `connect_async` turns every such failure into one `ScalperError` line naming the address and
-what to check. The account id the gateway reports is never logged or shown.
+what to check — including IB's error 326 (the client id is taken by another connection), which
+ib_async only reports as a timeout.
+
+The account id is a secret: it is never logged or shown by this package, and
+`hide_account_in_logs` keeps ib_async's own log lines (which print positions and orders with
+their account) from showing it either.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from ib_async import IB
 
@@ -14,6 +22,10 @@ from scalper.config import BrokerConfig
 from scalper.errors import ScalperError
 
 CONNECT_TIMEOUT = 10.0
+CLIENT_ID_IN_USE = 326
+REDACTED = "***"
+_IB_ASYNC_LOGGERS = ("ib_async.client", "ib_async.ib", "ib_async.wrapper", "ib_async.Decoder")
+"""ib_async's loggers (a filter applies to its own logger only, not to propagated records)."""
 
 
 async def connect_async(
@@ -32,14 +44,33 @@ async def connect_async(
     ib = IB()
     where = f"{broker.host}:{broker.port}"
     chosen = broker.client_id if client_id is None else client_id
-    try:
-        await ib.connectAsync(
-            broker.host, broker.port, clientId=chosen, timeout=timeout, readonly=readonly
+    connecting = asyncio.ensure_future(
+        ib.connectAsync(
+            broker.host,
+            broker.port,
+            clientId=chosen,
+            timeout=timeout,
+            readonly=readonly,
+            account=broker.account or "",
         )
-    except (TimeoutError, OSError) as exc:  # ConnectionError is an OSError
+    )
+    codes: list[int] = []
+
+    def on_error(req_id: int, code: int, text: str, contract: object) -> None:
+        codes.append(code)
+        if code == CLIENT_ID_IN_USE:  # IB closes the socket; ib_async would wait for a timeout
+            connecting.cancel()
+
+    ib.errorEvent += on_error
+    try:
+        await connecting
+    except (TimeoutError, OSError, asyncio.CancelledError) as exc:  # ConnectionError: OSError
         ib.disconnect()
+        if isinstance(exc, asyncio.CancelledError) and CLIENT_ID_IN_USE not in codes:
+            raise  # our caller was cancelled
+        reason = "client id in use" if CLIENT_ID_IN_USE in codes else _reason(exc)
         raise ScalperError(
-            f"cannot connect to IB Gateway/TWS at {where} (client id {chosen}): {_reason(exc)}; "
+            f"cannot connect to IB Gateway/TWS at {where} (client id {chosen}): {reason}; "
             "is it running, with the API enabled on that port and the client id free?"
         ) from None
     return ib
@@ -51,3 +82,28 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _AccountFilter(logging.Filter):
+    """Rewrites log records that mention the account id (ib_async logs whole positions)."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__()
+        self.account = account
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.account in message:
+            record.msg = message.replace(self.account, REDACTED)
+            record.args = None
+        return True
+
+
+def hide_account_in_logs(account: str | None) -> None:
+    """Redact `account` from every record ib_async logs (idempotent; a no-op without one)."""
+    if not account:
+        return
+    for name in _IB_ASYNC_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _AccountFilter) and f.account == account for f in logger.filters):
+            logger.addFilter(_AccountFilter(account))

@@ -20,13 +20,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
 from scalper.kafka.topics import is_valid_symbol
 
 VERSION = 1
 ALL_SYMBOLS = "*"
-ControlCommand = Literal["kill", "pause", "resume", "reload_params"]
+ControlCommand = Literal["kill", "pause", "resume", "reload_params", "end_of_data"]
 CONTROL_COMMANDS: tuple[str, ...] = get_args(ControlCommand)
 
 _INT64_MAX = 2**63 - 1
@@ -55,8 +56,10 @@ class Control:
     """An operator command on the `control` topic.
 
     `kill` flattens and halts, `pause`/`resume` gate entries, `reload_params` loads the approved
-    parameters at the next session roll. `issued_at` (epoch ns) lets the dataflow tell an old
-    command replayed from the topic from a new one.
+    parameters at the next session roll. `end_of_data` ends a replayed bars file: it travels
+    in-band on `bars.<symbol>`, after the last bar, because only within one partition does Kafka
+    keep it behind that bar. `issued_at` (epoch ns) lets the dataflow tell an old command
+    replayed from the topic from a new one.
     """
 
     command: ControlCommand
@@ -163,9 +166,18 @@ def _int(payload: Mapping[str, Any], name: str, kind: str) -> int:
 
 def _number(payload: Mapping[str, Any], name: str, kind: str) -> float:
     value = _field(payload, name, kind)
-    if type(value) not in (int, float) or not math.isfinite(value):
+    if type(value) not in (int, float) or not _is_finite(value):
         raise _Invalid(f"{kind} {name} {_shown(value)} is not a finite number")
     return float(value)
+
+
+def _is_finite(value: float) -> bool:
+    """`math.isfinite` that also says False for an integer beyond any float (JSON allows
+    `1` followed by 400 zeros; `isfinite` would raise on it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _text(payload: Mapping[str, Any], name: str, kind: str) -> str:
@@ -205,7 +217,41 @@ def decode_bar(value: bytes | None) -> Bar | str:
     return _decoded(value, _bar)
 
 
+_BAR_FIELDS = itemgetter(*Bar._fields)
+
+
 def _bar(payload: Mapping[str, Any]) -> Bar:
+    """The bar; the field-by-field checks (which name the problem) run only when the quick
+    check of the common case fails, since decoding is most of a worker's time per bar."""
+    try:
+        bar = Bar._make(_BAR_FIELDS(payload))
+    except KeyError:
+        return _checked_bar(payload)
+    return bar if _is_plain_bar(bar) else _checked_bar(payload)
+
+
+def _is_plain_bar(bar: Bar) -> bool:
+    """True when `_checked_bar` would return this very bar: integer `ts` and `volume` in range,
+    finite float prices with the high and low around the others, a valid symbol."""
+    ts, open_, high, low, close, volume, symbol = bar
+    return (
+        type(ts) is int
+        and type(volume) is int
+        and type(open_) is float
+        and type(high) is float
+        and type(low) is float
+        and type(close) is float
+        and 0 <= ts <= _INT64_MAX
+        and 0 <= volume <= _INT64_MAX
+        and math.isfinite(high)
+        and math.isfinite(low)
+        and low <= open_ <= high
+        and low <= close <= high
+        and is_valid_symbol(symbol)
+    )
+
+
+def _checked_bar(payload: Mapping[str, Any]) -> Bar:
     bar = Bar(
         ts=_int(payload, "ts", "bar"),
         open=_number(payload, "open", "bar"),

@@ -4,11 +4,17 @@ Layout — one module per concern, so new capabilities arrive as new services, n
 
 * `protocol`  framing, message ids, field readers (server version 178);
 * `session`   one client connection and the handler/service shapes;
-* `gateway`   the TCP server: handshake, `startApi`, dispatch, request log, faults, lifecycle;
-* `market`    listed contracts and their simulated bars;
+* `gateway`   the TCP server: handshake, `startApi` (one connection per client id), dispatch,
+  request log, the clock's `tick`, scripted faults (drops, refused connections, IB's
+  connectivity notices), lifecycle;
+* `market`    listed contracts and their simulated bars (`Tape`: a contract's bars as arrays);
 * `contracts` contract resolution and `reqContractDetails`;
 * `history`   `reqHistoricalData` with IB's limits; `pacing` IB's pacing rules (the oracle);
-* `account`, `orders`  the connect-time synchronization (empty account and book for now).
+* `orders`    the order book: market, stop, limit, brackets, OCA, fills from the market or by
+  hand, rejections, and the open/completed orders and executions replayed at connect;
+  `order_messages` the field layouts of the order messages;
+* `account`   positions and account values, kept from executions;
+* `realtime`  `reqRealTimeBars`: 5-second bars pushed as the clock advances.
 """
 
 from tests.fakes.tws.gateway import FakeGateway, Received

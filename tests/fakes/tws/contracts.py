@@ -70,6 +70,11 @@ class ContractBook:
         )
         return all(given in ("", expected) for given, expected in checks)
 
+    def listing(self, wanted: ContractFields) -> Listing | None:
+        """The one tradable contract a request names (None when unknown or ambiguous)."""
+        found = self.resolve(wanted, include_expired=False)
+        return found[0].listing if len(found) == 1 and not found[0].continuous else None
+
 
 class ContractService:
     """Answers `reqContractDetails`."""
@@ -103,6 +108,18 @@ def _matches(listing: Listing, wanted: ContractFields) -> bool:
             or listing.matches_expiry(wanted.last_trade_date_or_contract_month)
         )
     )
+
+
+def contract_fields(listing: Listing) -> list[object]:
+    """A listed future as order, execution and position messages carry it (11 fields: conId,
+    symbol, secType, expiry, strike, right, multiplier, exchange, currency, local symbol, class)."""
+    contract = listing.contract
+    product = spec(contract.symbol)
+    return [
+        listing.con_id, contract.symbol, "FUT", contract.last_trade_date, 0, "",
+        _number(product.point_value), product.exchange, product.currency, listing.local_symbol,
+        contract.symbol,
+    ]  # fmt: skip
 
 
 def _details_fields(resolved: Resolved) -> list[object]:

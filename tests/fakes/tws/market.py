@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
+import numpy as np
 import polars as pl
 
 from scalper.calendar import with_session_columns
@@ -64,6 +65,34 @@ class Listing:
         return text in (self.contract_month, self.contract.last_trade_date)
 
 
+@dataclass(frozen=True)
+class Tape:
+    """One contract's bars as arrays, in time order: what the clock-driven services replay.
+
+    The order book and the real-time bars look up "the bars between two moments" on every tick
+    of the gateway clock; a binary search over `ts` keeps that cheap for a day of 5-second bars.
+    """
+
+    bar_seconds: int
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @classmethod
+    def of(cls, bars: pl.DataFrame, bar_seconds: int) -> Tape:
+        columns = ("ts", "open", "high", "low", "close", "volume")
+        return cls(bar_seconds, *(bars.get_column(name).to_numpy() for name in columns))
+
+    def starting(self, first_ns: int, last_ns: int) -> range:
+        """Indexes of the bars starting in `[first_ns, last_ns]`."""
+        lo = int(np.searchsorted(self.ts, first_ns, side="left"))
+        hi = int(np.searchsorted(self.ts, last_ns, side="right"))
+        return range(lo, hi)
+
+
 @dataclass
 class FakeMarket:
     """Simulated bars of the contracts of `symbol`, sessions `start` … `start + days - 1`."""
@@ -78,6 +107,7 @@ class FakeMarket:
     listings: tuple[Listing, ...] = field(init=False)
     _path: pl.DataFrame = field(init=False, repr=False)
     _cache: dict[tuple[str, int], pl.DataFrame] = field(init=False, repr=False)
+    _tapes: dict[tuple[str, int], Tape] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         product = spec(self.symbol)
@@ -90,6 +120,7 @@ class FakeMarket:
             for i, c in enumerate(_listed_contracts(self.symbol, self.start, self.last_day))
         )
         self._cache = {}
+        self._tapes = {}
 
     @property
     def last_day(self) -> date:
@@ -112,6 +143,14 @@ class FakeMarket:
             )
             self._cache[key] = self._aggregate(own, bar_seconds)
         return self._cache[key]
+
+    def tape(self, listing: Listing, bar_seconds: int | None = None) -> Tape:
+        """`bars(listing, bar_seconds)` as a `Tape` (default: the simulated bar size)."""
+        seconds = bar_seconds or self.bar_seconds
+        key = (listing.local_symbol, seconds)
+        if key not in self._tapes:
+            self._tapes[key] = Tape.of(self.bars(listing, seconds), seconds)
+        return self._tapes[key]
 
     def continuous_bars(self, bar_seconds: int) -> pl.DataFrame:
         """The front contract's bars by session date, stitched without adjustment (`CONTFUT`)."""
@@ -141,6 +180,13 @@ class FakeMarket:
             )
             .sort("ts")
         )
+
+
+def in_regular_hours(ts_ns: int) -> bool:
+    """Whether a bar starting at `ts_ns` is inside IB's regular trading hours (`useRTH=1`)."""
+    opens, closes = _REGULAR_HOURS
+    local = datetime.fromtimestamp(ts_ns / _NS, NEW_YORK).time()
+    return opens <= local < closes
 
 
 def regular_hours(bars: pl.DataFrame) -> pl.DataFrame:

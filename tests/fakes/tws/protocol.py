@@ -33,14 +33,20 @@ _LENGTH = struct.Struct(">I")
 class In(IntEnum):
     """Ids of the messages a client sends (`EClient` / ib_async `Client`)."""
 
+    PLACE_ORDER = 3
+    CANCEL_ORDER = 4
     REQ_OPEN_ORDERS = 5
     REQ_ACCOUNT_UPDATES = 6
     REQ_EXECUTIONS = 7
     REQ_CONTRACT_DETAILS = 9
     REQ_AUTO_OPEN_ORDERS = 15
+    REQ_ALL_OPEN_ORDERS = 16
     REQ_HISTORICAL_DATA = 20
     CANCEL_HISTORICAL_DATA = 25
     REQ_CURRENT_TIME = 49
+    REQ_REAL_TIME_BARS = 50
+    CANCEL_REAL_TIME_BARS = 51
+    REQ_GLOBAL_CANCEL = 58
     REQ_POSITIONS = 61
     REQ_ACCOUNT_SUMMARY = 62
     START_API = 71
@@ -51,19 +57,27 @@ class In(IntEnum):
 class Out(IntEnum):
     """Ids of the messages the gateway sends (`EDecoder` / ib_async `Decoder`)."""
 
+    ORDER_STATUS = 3
     ERROR = 4
+    OPEN_ORDER = 5
+    ACCOUNT_VALUE = 6
     NEXT_VALID_ID = 9
     CONTRACT_DATA = 10
+    EXECUTION_DATA = 11
     MANAGED_ACCOUNTS = 15
     HISTORICAL_DATA = 17
     CURRENT_TIME = 49
+    REAL_TIME_BARS = 50
     CONTRACT_DATA_END = 52
     OPEN_ORDER_END = 53
     ACCOUNT_DOWNLOAD_END = 54
     EXECUTION_DATA_END = 55
+    COMMISSION_REPORT = 59
+    POSITION_DATA = 61
     POSITION_END = 62
     ACCOUNT_SUMMARY_END = 64
     ACCOUNT_UPDATE_MULTI_END = 74
+    COMPLETED_ORDER = 101
     COMPLETED_ORDERS_END = 102
 
 
@@ -105,7 +119,7 @@ def _text(field: object) -> str:
     if field is None:
         return ""
     if isinstance(field, float):
-        return repr(field)
+        return repr(float(field))  # numpy's float64 is a float whose repr names its type
     return str(field)
 
 
@@ -149,6 +163,11 @@ class Reader:
 
     def bool(self) -> bool:
         return self.int() != 0
+
+    def float(self) -> float | None:
+        """A price or size; empty (ib_async's "unset") is None."""
+        value = self.text()
+        return float(value) if value else None
 
     def skip(self, count: int = 1) -> None:
         self._next += count

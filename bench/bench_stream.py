@@ -1,0 +1,240 @@
+"""Stream benchmark (SPEC §7): throughput of one worker, and bar-to-order latency at 1 k bars/s.
+
+Both parts run a real worker process (`python -m bytewax.run streams.live:build(...)`, recovery
+on, one Bytewax worker) against a real local Kafka broker, started here on a free port.
+
+Throughput: ~500 k simulated 1-minute MES bars are loaded into `bars.MES` first, followed by
+the end-of-data marker; then the worker starts. The rate is measured by the worker's own clock:
+bars between its first order intent and its end-of-data event, divided by the time between the
+two events' `at` stamps, so process start-up and Kafka connection are excluded and what remains
+is the sustained path Kafka → decode → trader (paper broker, engine) → risk-gated sink (ledger
+commit) → Kafka output.
+
+Latency: bars are produced at 1 k bars/s (one every millisecond, paced by the clock, from a
+process of its own) into a running worker, each stamped with the wall clock just before
+`produce`. The first `--warm-up-seconds` (20) are not measured: a live broker and worker run
+for days, while a JVM broker started a moment ago needs about ten seconds of JIT warm-up, during
+which even Kafka alone (producer to plain consumer, no worker) shows a p99 near one second.
+For every order intent after the warm-up two latencies are reported:
+
+- *to the sink*: from the bar's produce to the intent's `at` stamp, taken by the worker right
+  after the risk-gated sink committed the intent to the ledger and handed it to the paper
+  broker (SPEC §7's "bar-to-order, excluding the broker": the paper broker is an in-process
+  SQLite write, so it is included, not excluded);
+- *on `orders`*: from the produce to this process receiving the intent event from the `orders`
+  topic, i.e. including the worker's Kafka producer and a consumer hop.
+
+Every process (broker JVM, worker, this producer/consumer) shares the machine's cores.
+
+Usage: python bench/bench_stream.py [--days 500] [--latency-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import tempfile
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from scalper.kafka.broker import KafkaBroker, free_port
+from scalper.kafka.messages import Bar, Control, decode, encode_bar, encode_control
+from scalper.kafka.topics import ORDERS, RISK_EVENTS, bars_topic
+from scalper.live.replay import wait_for_end
+from scalper.live.settings import LiveSettings
+from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
+from scalper.paths import subdir
+from scalper.simulate import simulate_bars
+
+# Throughput: SPEC §5's defaults (the full risk gate); 1-minute bars are the source bars.
+DEFAULTS: dict[str, Any] = {"stream": {"source_bar_seconds": 60}}
+# Latency: a busy strategy with the risk limits off, for many order intents to time.
+BUSY: dict[str, Any] = {
+    **DEFAULTS,
+    "strategy": {"lookback": 20, "entry_z": 1.0, "exit_z": 0.5},
+    "risk": {
+        "daily_loss_limit": 0,
+        "daily_drawdown_limit": 0,
+        "max_consecutive_losses": 0,
+        "max_trades_per_day": 0,
+        "kill_switch_loss": 0,
+        "min_account_balance": 0,
+    },
+}
+
+
+def run_folder(folder: Path, name: str, bootstrap: str, config: dict[str, Any]) -> LiveSettings:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**config, "kafka": {"bootstrap": bootstrap}}))
+    settings = LiveSettings.load(str(path), folder / name)
+    prepare_run(settings)
+    return settings
+
+
+def producer(bootstrap: str) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True})
+
+
+def produce(out: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            out.produce(topic, value, key)
+            out.poll(0)
+            return
+        except BufferError:
+            out.poll(0.05)
+
+
+def read_events(bootstrap: str, topic: str, since: dict[tuple[str, int], int]) -> list[dict]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench", "enable.partition.eof": True}
+    )
+    parts = [TopicPartition(t, p, o) for (t, p), o in since.items() if t == topic]
+    consumer.assign(parts)
+    events, ended = [], 0
+    while ended < len(parts):
+        message = consumer.poll(5)
+        if message is None:
+            break
+        if message.error():
+            ended += 1
+            continue
+        payload = decode(message.value())
+        if isinstance(payload, dict):
+            events.append(payload)
+    consumer.close()
+    return events
+
+
+def throughput(folder: Path, bootstrap: str, days: int) -> None:
+    bars = simulate_bars(date(2023, 1, 2), days, seed=11)
+    live = run_folder(folder, "throughput", bootstrap, DEFAULTS)
+    since = end_offsets(bootstrap, [RISK_EVENTS, ORDERS])
+    out = producer(bootstrap)
+    started = time.perf_counter()
+    for row in bars.select("ts", "open", "high", "low", "close", "volume").iter_rows():
+        produce(out, bars_topic("MES"), *encode_bar(Bar(*row, "MES")))
+    end = Control("end_of_data", "MES")
+    produce(out, bars_topic("MES"), *encode_control(end))
+    out.flush()
+    loading = time.perf_counter() - started
+    print(f"loaded {bars.height:,} bars into {bars_topic('MES')} in {loading:.1f} s")
+    with open(folder / "throughput.log", "wb") as log:
+        worker = start_worker(live, log=log)
+        try:
+            wait_for_end(
+                bootstrap,
+                "MES",
+                end.issued_at,
+                {(RISK_EVENTS, 0): since[(RISK_EVENTS, 0)]},
+                900,
+                lambda: worker.poll() is None,
+            )
+        finally:
+            stop_worker(worker)
+    intents = [e for e in read_events(bootstrap, ORDERS, since) if e.get("event") == "intent"]
+    done = next(
+        e for e in read_events(bootstrap, RISK_EVENTS, since) if e.get("event") == "end_of_data"
+    )
+    first = min(intents, key=lambda e: e["at"])
+    processed = int((bars["ts"] > first["bar_ts"]).sum())
+    seconds = (done["at"] - first["at"]) / 1e9
+    print(
+        f"throughput: {processed:,} bars in {seconds:.2f} s = {processed / seconds:,.0f} bars/s "
+        f"through one worker ({len(intents):,} order intents)"
+    )
+
+
+def produce_paced(bootstrap: str, rows: list[tuple], rate: int, stamps: Any) -> None:
+    """In a process of its own, so that no other thread of the benchmark delays a bar between
+    its time stamp and its hand-over to the producer: `stamps[i]` is bar i's produce time."""
+    out = producer(bootstrap)
+    started = time.perf_counter()
+    for i, row in enumerate(rows):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:  # sleeping, not spinning: the worker needs the cores
+            time.sleep(delay)
+        key, value = encode_bar(Bar(*row, "MES"))
+        stamps[i] = time.time_ns()
+        produce(out, bars_topic("MES"), key, value)
+    out.flush()
+    print(f"produced {len(rows):,} bars at {len(rows) / (time.perf_counter() - started):,.0f}/s")
+
+
+def latency(
+    folder: Path, bootstrap: str, seconds: float, warm_up: float, rate: int = 1_000
+) -> None:
+    live = run_folder(folder, "latency", bootstrap, BUSY)
+    bars = simulate_bars(date(2023, 1, 2), 120, seed=5).head(int((warm_up + seconds) * rate))
+    rows = bars.select("ts", "open", "high", "low", "close", "volume").rows()
+    measured_from = rows[int(warm_up * rate)][0]
+    since = end_offsets(bootstrap, [ORDERS])
+    received: list[tuple[int, Any]] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        settings = {"bootstrap.servers": bootstrap, "group.id": "bench", "fetch.wait.max.ms": 5}
+        consumer = Consumer(settings)
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in since.items()])
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is not None and not message.error():
+                received.append((time.time_ns(), decode(message.value())))
+        consumer.close()
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    stamps = multiprocessing.Array("q", len(rows), lock=False)
+    with open(folder / "latency.log", "wb") as log:
+        worker = start_worker(live, log=log)
+        time.sleep(5)  # the worker is up and its consumer waits at the end of the topic
+        paced = multiprocessing.Process(target=produce_paced, args=(bootstrap, rows, rate, stamps))
+        paced.start()
+        paced.join()
+        time.sleep(3)
+        stop.set()
+        listener.join()
+        stop_worker(worker)
+    produced = {row[0]: stamps[i] for i, row in enumerate(rows)}
+    intents = [
+        (at, e)
+        for at, e in received
+        if isinstance(e, dict) and e.get("event") == "intent" and e["bar_ts"] >= measured_from
+    ]
+    to_sink = np.array([e["at"] - produced[e["bar_ts"]] for _, e in intents]) / 1e6
+    on_topic = np.array([at - produced[e["bar_ts"]] for at, e in intents]) / 1e6
+    for name, values in (("to the sink", to_sink), ("on `orders`", on_topic)):
+        p50, p99 = np.percentile(values, [50, 99])
+        print(
+            f"latency {name:12s} over {values.size:,} intents: p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms, max {values.max():.2f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=500, help="days of 1-minute bars (~985/day)")
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--warm-up-seconds", type=float, default=20.0, help="at the same rate, not measured"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=subdir("bench")) as folder:
+        broker = KafkaBroker(Path(folder) / "kafka", port=free_port(), exit_with_parent=True)
+        broker.start()
+        try:
+            throughput(Path(folder), broker.bootstrap, args.days)
+            latency(Path(folder), broker.bootstrap, args.latency_seconds, args.warm_up_seconds)
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The paper broker: a simulated exchange that keeps its own durable state, as a real one does.
+
+It fills with the engine's `FillSimulator`, the backtest's broker model (SPEC §4: market orders
+at the next bar's open with slippage against us, stops and targets intrabar, the stop winning a
+tie), so replaying a bars file through the live path is a backtest through the live path.
+
+Why its state lives in the ledger database and not in the worker's snapshots: a real broker does
+not rewind when our worker crashes. After a restart the worker processes the bars since its last
+snapshot again; the exchange has already seen them. So the simulator's state and the fills it
+produced are committed to SQLite with every change, and a bar the exchange has already processed
+(its ts not after the last one it simulated) is answered from the recorded fills instead of
+being simulated again. Writes happen only when something changed (an order arrived, filled or
+was cancelled): between those the exchange is a pure function of the bars, so simulating a
+quiet stretch again gives the same nothing, and the hot path does no I/O.
+
+Orders are idempotent by client order id, and every submission is counted (`received`), so a
+duplicate that ever reached the exchange would show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scalper.brokers import Fill, OrderIntent
+from scalper.engine import FillSimulator
+from scalper.kafka.messages import Bar
+from scalper.ledger import Ledger
+
+END_OF_DATA = "end_of_data"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS paper_books (
+    symbol TEXT PRIMARY KEY,
+    last_ts INTEGER,     -- the last bar simulated (stored when something changed)
+    closed_ts INTEGER,   -- the bar of the last end-of-data close-out
+    working_id TEXT,     -- client order id of the working market order
+    entry_id TEXT,       -- client order id of the entry that opened the position
+    simulator BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paper_orders (
+    client_order_id TEXT PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    received INTEGER NOT NULL   -- submissions of this id; more than 1 is a duplicate
+);
+"""
+
+
+@dataclass
+class _Book:
+    """One symbol at the exchange: the simulator and the ids of what it holds."""
+
+    simulator: FillSimulator
+    last_ts: int | None = None
+    closed_ts: int | None = None
+    working_id: str | None = None
+    entry_id: str | None = None
+
+
+class PaperBroker:
+    """The simulated exchange for the symbols in `params` (their engine parameters)."""
+
+    def __init__(self, ledger: Ledger, params: Mapping[str, Mapping[str, Any]]) -> None:
+        self._ledger = ledger
+        self._params = params
+        self._books: dict[str, _Book] = {}
+        ledger.connection.executescript(SCHEMA)
+
+    # -- the Broker interface ------------------------------------------------------------------
+
+    def submit(self, order: OrderIntent) -> bool:
+        """Accept a market order for the next bar, unless it does not fit the position.
+
+        One order works at a time; an entry needs a flat position, an exit must close it
+        exactly. A repeated id is not executed again: the first answer is returned.
+        """
+        with self._ledger.transaction():
+            known = self._receive_again(order.client_order_id)
+            if known is not None:
+                return known
+            book = self._book(order.symbol)
+            accepted = _fits(book, order)
+            if accepted:
+                if order.kind == "entry":  # a fresh simulator: flat, with this order's bracket
+                    book.simulator = FillSimulator(_bracketed(self._params[order.symbol], order))
+                book.simulator.submit(order.action, order.qty, order.kind, order.reason)
+                book.working_id = order.client_order_id
+                self._save(order.symbol, book)
+            self._ledger.connection.execute(
+                "INSERT INTO paper_orders VALUES (?, ?, ?, 1)",
+                (order.client_order_id, order.symbol, int(accepted)),
+            )
+        return accepted
+
+    def cancel(self, symbol: str) -> str | None:
+        book = self._book(symbol)
+        if not book.simulator.has_pending():
+            return None
+        book.simulator.cancel()
+        cancelled, book.working_id = book.working_id, None
+        with self._ledger.transaction():
+            if cancelled is not None:
+                self._ledger.set_order_status(cancelled, "cancelled")
+            self._save(symbol, book)
+        return cancelled
+
+    def on_bar(self, symbol: str, bar: Bar) -> list[Fill]:
+        """Fills during `bar`: simulated, or as recorded when the exchange has seen it already."""
+        book = self._book(symbol)
+        if book.last_ts is not None and bar.ts <= book.last_ts:
+            return [f for f in self._ledger.fills_at(symbol, bar.ts) if f.reason != END_OF_DATA]
+        working = book.working_id if book.simulator.has_pending() else None
+        book.last_ts = bar.ts
+        raw = book.simulator.on_bar(bar.ts, bar.open, bar.high, bar.low)
+        if not raw:
+            return []
+        fills = []
+        if working is not None:  # a working market order always fills first, at the open
+            market = raw.pop(0)
+            fills.append(_fill(working, working, symbol, market))
+            if market["kind"] == "entry":
+                book.entry_id = working
+        for bracket in raw:  # then a stop or target protecting the entry, named after it
+            entry = book.entry_id or ""
+            fills.append(_fill(f"{entry}-{bracket['reason']}", entry, symbol, bracket))
+        self._commit(symbol, book, fills, filled=working)
+        return fills
+
+    def close_out(self, symbol: str, ts: int, price: float) -> Fill | None:
+        """End of data (SPEC §4.8): the working order is dropped, the position closed at `price`
+        with slippage; a close-out already done for this bar is reported again, not redone."""
+        book = self._book(symbol)
+        if book.closed_ts is not None and ts <= book.closed_ts:
+            return next(
+                (f for f in self._ledger.fills_at(symbol, ts) if f.reason == END_OF_DATA), None
+            )
+        cancelled = book.working_id if book.simulator.has_pending() else None
+        raw = book.simulator.close_out(ts, price)
+        book.working_id = None
+        book.closed_ts = ts
+        book.last_ts = max(ts, book.last_ts or ts)
+        fill = (
+            None
+            if raw is None
+            else _fill(f"{book.entry_id}-{END_OF_DATA}", book.entry_id or "", symbol, raw)
+        )
+        with self._ledger.transaction():
+            if cancelled is not None:
+                self._ledger.set_order_status(cancelled, "cancelled")
+            self._commit(symbol, book, [] if fill is None else [fill], filled=None)
+        return fill
+
+    def position(self, symbol: str) -> int:
+        return int(self._book(symbol).simulator.position())
+
+    # -- the exchange's records --------------------------------------------------------------
+
+    def received(self) -> dict[str, int]:
+        """How often each client order id was submitted (exactly once means 1 everywhere)."""
+        rows = self._ledger.connection.execute("SELECT client_order_id, received FROM paper_orders")
+        return {str(cid): int(n) for cid, n in rows}
+
+    def _receive_again(self, client_order_id: str) -> bool | None:
+        """Counts a repeated submission; returns its first answer, None for a new id."""
+        db = self._ledger.connection
+        row = db.execute(
+            "SELECT accepted FROM paper_orders WHERE client_order_id = ?", (client_order_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        db.execute(
+            "UPDATE paper_orders SET received = received + 1 WHERE client_order_id = ?",
+            (client_order_id,),
+        )
+        return bool(row[0])
+
+    def _book(self, symbol: str) -> _Book:
+        book = self._books.get(symbol)
+        if book is None:
+            book = self._books[symbol] = self._load(symbol)
+        return book
+
+    def _load(self, symbol: str) -> _Book:
+        row = self._ledger.connection.execute(
+            "SELECT last_ts, closed_ts, working_id, entry_id, simulator FROM paper_books "
+            "WHERE symbol = ?",
+            (symbol,),
+        ).fetchone()
+        if row is None:
+            return _Book(FillSimulator(dict(self._params[symbol])))
+        last_ts, closed_ts, working_id, entry_id, simulator = row
+        return _Book(FillSimulator.restore(simulator), last_ts, closed_ts, working_id, entry_id)
+
+    def _commit(self, symbol: str, book: _Book, fills: list[Fill], filled: str | None) -> None:
+        """Fills, the filled order's status and the new exchange state, in one transaction."""
+        if filled is not None:
+            book.working_id = None
+        with self._ledger.transaction():
+            for fill in fills:
+                self._ledger.record_fill(fill)
+            if filled is not None:
+                self._ledger.set_order_status(filled, "filled")
+            self._save(symbol, book)
+
+    def _save(self, symbol: str, book: _Book) -> None:
+        self._ledger.connection.execute(
+            "INSERT OR REPLACE INTO paper_books VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                symbol,
+                book.last_ts,
+                book.closed_ts,
+                book.working_id,
+                book.entry_id,
+                book.simulator.snapshot(),
+            ),
+        )
+
+
+def _fits(book: _Book, order: OrderIntent) -> bool:
+    """One working order at a time; entries from flat; exits close the position exactly."""
+    if book.simulator.has_pending():
+        return False
+    position = book.simulator.position()
+    signed = order.qty if order.action == "BUY" else -order.qty
+    return position == 0 if order.kind == "entry" else position + signed == 0
+
+
+def _bracketed(params: Mapping[str, Any], order: OrderIntent) -> dict[str, Any]:
+    """The exchange's parameters with the entry's own stop and target distances (a reload of
+    approved parameters may have changed them since the worker started)."""
+    return {
+        **params,
+        "stop_loss_ticks": order.stop_loss_ticks,
+        "take_profit_ticks": order.take_profit_ticks,
+    }
+
+
+def _fill(fill_id: str, order_id: str, symbol: str, raw: Mapping[str, Any]) -> Fill:
+    return Fill(
+        fill_id,
+        order_id,
+        symbol,
+        raw["ts"],
+        raw["action"],
+        raw["qty"],
+        raw["price"],
+        raw["kind"],
+        raw["reason"],
+    )

@@ -1,0 +1,176 @@
+"""Starting stream workers: their input positions, their recovery store, their processes.
+
+A worker is `python -m bytewax.run "streams.live:build(...)"` with Bytewax recovery on, started as
+its own process (this module imports no Bytewax; the library never does). Before the first start
+of a run folder, `prepare_run` creates the topics, pins where the worker begins reading (the
+current ends of its topics, see `Ledger.pin_start_offsets`) and initialises the recovery
+partitions. Later starts of the same folder resume from the last snapshot.
+
+Each worker process writes `worker-<process id>.pid` in its run folder; a pid counts as running
+only while its command line names that folder, so a stale pid file is never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from kafka import TopicPartition
+from kafka.admin import OffsetSpec
+
+from scalper.errors import ScalperError
+from scalper.kafka.clients import admin_client
+from scalper.kafka.topics import ensure_topics
+from scalper.ledger import Ledger
+from scalper.live.settings import LiveSettings
+
+STOP_TIMEOUT = 10.0
+_BACKUP_SECONDS = 0  # keep no older snapshots than needed to resume: nobody backs them up
+
+
+def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """The current end (next offset to be written) of every partition of `topics`."""
+    admin = admin_client(bootstrap)
+    try:
+        described = admin.describe_topics(list(topics))
+        specs = {
+            TopicPartition(topic["name"], part["partition_index"]): OffsetSpec.LATEST
+            for topic in described
+            for part in topic["partitions"]
+        }
+        found = admin.list_partition_offsets(specs)
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): int(offset.offset) for tp, offset in found.items()}
+
+
+def pin_start_offsets(settings: LiveSettings) -> None:
+    """Pin the run's first read of every input partition at its current end (once: a
+    partition pinned before keeps its place)."""
+    ends = end_offsets(settings.bootstrap, settings.topics)
+    ledger = Ledger(settings.ledger_path)
+    try:
+        ledger.pin_start_offsets(ends)
+    finally:
+        ledger.close()
+
+
+def prepare_run(settings: LiveSettings, processes: int = 1) -> None:
+    """Topics, start positions and recovery partitions of a run folder (idempotent)."""
+    ensure_topics(settings.bootstrap, settings.symbols)
+    pin_start_offsets(settings)
+    recovery = settings.recovery_dir
+    if not recovery.exists():
+        partitions = max(1, settings.cfg.stream.workers * processes)
+        staging = recovery.with_name(recovery.name + ".init")
+        shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted earlier attempt
+        staging.mkdir(parents=True)
+        _run_python("-m", "bytewax.recovery", str(staging), str(partitions))
+        staging.rename(recovery)  # a half-initialised store is never taken for a real one
+
+
+def _run_python(*args: str) -> None:
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ScalperError(f"python {' '.join(args)} failed: {last}")
+
+
+def worker_command(
+    settings: LiveSettings,
+    *,
+    workers: int | None = None,
+    process_id: int | None = None,
+    addresses: str | None = None,
+) -> list[str]:
+    """The command line of one worker process (`addresses`: `host:port;host:port` of all)."""
+    factory = (
+        f"streams.live:build({settings.config_path!r}, {str(settings.run_dir)!r}, "
+        f"source_seconds={settings.source_seconds})"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        factory,
+        "-w",
+        str(workers or settings.cfg.stream.workers),
+        "-r",
+        str(settings.recovery_dir),
+        "-s",
+        str(settings.cfg.stream.snapshot_seconds),
+        "-b",
+        str(_BACKUP_SECONDS),
+    ]
+    if process_id is not None:
+        command += ["-i", str(process_id), "-a", addresses or ""]
+    return command
+
+
+def pid_path(run_dir: Path, process_id: int | None) -> Path:
+    return run_dir / f"worker-{process_id or 0}.pid"
+
+
+def running_workers(run_dir: Path) -> list[int]:
+    """Pids of the worker processes running for `run_dir`."""
+    pids = []
+    for path in sorted(run_dir.glob("worker-*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"bytewax.run" in cmdline and str(run_dir).encode() in cmdline:
+                pids.append(pid)
+    return pids
+
+
+def start_worker(
+    settings: LiveSettings,
+    *,
+    workers: int | None = None,
+    process_id: int | None = None,
+    addresses: str | None = None,
+    log: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start one worker process of a prepared run folder, in its own process group."""
+    command = worker_command(settings, workers=workers, process_id=process_id, addresses=addresses)
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pid_path(settings.run_dir, process_id).write_text(f"{process.pid}\n")
+    return process
+
+
+def exec_worker(
+    settings: LiveSettings,
+    *,
+    workers: int | None = None,
+    process_id: int | None = None,
+    addresses: str | None = None,
+) -> None:
+    """Become the worker process (for `scalper stream run` under a service manager)."""
+    command = worker_command(settings, workers=workers, process_id=process_id, addresses=addresses)
+    pid_path(settings.run_dir, process_id).write_text(f"{os.getpid()}\n")
+    os.execv(command[0], command)
+
+
+def stop_worker(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop a worker started here: SIGTERM (its state is durable, no shutdown is needed),
+    SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)

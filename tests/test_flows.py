@@ -1,0 +1,287 @@
+"""The operations flows under a real local Prefect server.
+
+The server is started once for the module (free port, temporary Prefect home, analytics off),
+the way `scalper ops serve` starts it, and the flow runs of these tests are recorded there. The
+flows meet real components: Kafka (the control topic), the fake IB Gateway through ib_async, the
+ledger, a real stream worker process, and Telegram as a local HTTP recorder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_HOME,
+    PREFECT_SERVER_ANALYTICS_ENABLED,
+    temporary_settings,
+)
+
+from flows.operations import (
+    daily_summary_flow,
+    eod_watchdog,
+    kill_switch,
+    session_open,
+    stream_supervisor,
+)
+from flows.serve import deployments
+from scalper.bars import BAR_SCHEMA
+from scalper.config import config_from_dict, load_config
+from scalper.kafka.broker import KafkaBroker, free_port
+from scalper.kafka.messages import Control
+from scalper.live.worker import running_workers
+from scalper.ops.context import Operations
+from scalper.ops.prefect import api_url, start_server, stop_process
+from scalper.ops.summary import session_window
+from scalper.store import mark_partition, stage_root, write_bars_partitioned
+from tests import ops_support
+from tests.fakes.http_recorder import HttpRecorder
+from tests.fakes.tws import FakeGateway
+from tests.ops_support import ACCOUNT, SYMBOL, TOKEN, OpsWorld, make_world, trade_by_hand
+from tests.shared import SCALPER
+
+gateway = ops_support.gateway
+market = ops_support.market
+secrets = ops_support.secrets
+telegram = ops_support.telegram
+
+pytestmark = pytest.mark.usefixtures("secrets")
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Prefect server for the module; the flows of this process report to it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    cfg = config_from_dict({"ops": {"prefect_port": free_port()}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCALPER_HOME", str(home))
+        with open(home / "server.log", "wb") as log:
+            server = start_server(cfg, log)
+    updates = {
+        PREFECT_API_URL: api_url(cfg),
+        PREFECT_HOME: str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED: False,
+    }
+    try:
+        with temporary_settings(updates=updates):
+            yield api_url(cfg)
+            APILogWorker.drain_all(timeout=5)  # the runs' logs reach the server before it stops
+    finally:
+        stop_process(server)
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder, prefect_server: str,
+) -> OpsWorld:  # fmt: skip
+    """A paper-broker setup."""
+    return make_world(tmp_path, monkeypatch, kafka_broker, telegram)
+
+
+@pytest.fixture
+def ibkr_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder, gateway: FakeGateway, prefect_server: str,
+) -> OpsWorld:  # fmt: skip
+    """An IBKR setup, against the fake gateway."""
+    return make_world(tmp_path, monkeypatch, kafka_broker, telegram, gateway)
+
+
+def published_since(world: OpsWorld, since: int) -> list[Control]:
+    return [c for c in world.controls() if c.issued_at >= since]
+
+
+def risk_events(world: OpsWorld) -> list[str]:
+    ops = Operations.load(str(world.config))
+    with ops.ledger() as ledger:
+        return [e["event"] for e in ledger.risk_events(SYMBOL)]
+
+
+def test_session_open_halts_on_a_position_mismatch(ibkr_world: OpsWorld) -> None:
+    assert ibkr_world.gateway is not None
+    trade_by_hand(ibkr_world.gateway, "BUY", 1)
+    approved = ibkr_world.home / "research" / "approved_params.yaml"
+    approved.parent.mkdir()
+    approved.write_text("strategy: {lookback: 15}\n")
+    since = time.time_ns()
+    result = session_open(config=str(ibkr_world.config))
+    assert result["action"] == "halted"
+    assert result["mismatches"] == ["MES position: broker +1, ledger +0"]
+    assert result["approved_params"] == str(approved)
+    commands = [c.command for c in published_since(ibkr_world, since)]
+    assert commands == ["pause", "reload_params"]
+    [alert] = ibkr_world.alerts()
+    assert "disagree" in alert and "entries are paused" in alert
+    assert risk_events(ibkr_world) == ["mismatch_halt"]
+
+
+def test_session_open_adopts_when_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder, gateway: FakeGateway, prefect_server: str,
+) -> None:  # fmt: skip
+    ops = {"telegram_api": telegram.url, "alert_throttle_seconds": 0, "on_mismatch": "adopt"}
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, gateway, ops=ops)
+    trade_by_hand(gateway, "SELL", 2)
+    since = time.time_ns()
+    result = session_open(config=str(world.config))
+    assert result["action"] == "adopted" and result["approved_params"] is None
+    assert published_since(world, since) == []
+    [alert] = world.alerts()
+    assert "adopted" in alert and "broker -2, ledger +0" in alert
+    assert risk_events(world) == ["mismatch_adopted"]
+
+
+def test_session_open_agrees_when_broker_and_ledger_do(ibkr_world: OpsWorld) -> None:
+    result = session_open(config=str(ibkr_world.config))
+    assert (result["action"], result["mismatches"]) == ("none", [])
+    assert ibkr_world.alerts() == []
+
+
+def test_the_eod_watchdog_flattens_and_alerts(ibkr_world: OpsWorld) -> None:
+    assert ibkr_world.gateway is not None
+    trade_by_hand(ibkr_world.gateway, "BUY", 1)
+    result = eod_watchdog(config=str(ibkr_world.config))
+    assert result == {
+        "positions": {SYMBOL: 1}, "remaining": {}, "flat": True, "flattened_at_broker": True
+    }  # fmt: skip
+    assert ibkr_world.gateway.position("MESM4") == 0
+    [alert] = ibkr_world.alerts()
+    assert "EOD watchdog" in alert and "flattened at the broker" in alert
+    assert eod_watchdog(config=str(ibkr_world.config))["positions"] == {}  # flat: all quiet
+    assert len(ibkr_world.alerts()) == 1
+
+
+def test_the_kill_switch_publishes_kill(world: OpsWorld) -> None:
+    result = kill_switch(config=str(world.config), reason="flows test kill")
+    kills = [c for c in world.controls() if c.reason == "flows test kill"]
+    assert [(c.command, c.symbol, c.issued_at) for c in kills] == [
+        ("kill", "*", result["issued_at"])
+    ]
+    assert result["flat"]
+    [alert] = world.alerts()
+    assert "Kill switch" in alert and "flows test kill" in alert
+
+
+def test_the_daily_summary_writes_its_page_and_alerts_without_secrets(world: OpsWorld) -> None:
+    ops = Operations.load(str(world.config))
+    session = ops.session_date()
+    start, end = session_window(ops, session)
+    with ops.ledger() as ledger:
+        for i, pnl in enumerate((12.5, -4.0)):
+            ledger.record_trade(f"fill-{i}", SYMBOL, _trade(start + i * 120 * NS, pnl))
+        ledger.record_risk_event("e1", SYMBOL, "halted", "daily loss limit reached")
+    validated = stage_root("validated")
+    for day in write_bars_partitioned(_bars(start, end - 60 * NS), SYMBOL, validated):
+        mark_partition(SYMBOL, day, {"validated": 10, "failed": 2, "quarantined": 1}, validated)
+    result = daily_summary_flow(config=str(world.config))
+    assert result["session"] == session.isoformat()
+    assert result["pnl"] == pytest.approx(8.5) and result["trades"] == 2
+    page = Path(result["page"]).read_text()
+    for section in ("summary", "trades", "risk-events", "data-quality"):
+        assert f"id='{section}'" in page
+    assert "daily loss limit reached" in page and "failed: 2 failures" in page
+    [alert] = world.alerts()
+    assert "P&L +8.50 over 2 trades" in alert and "Breaker trips and halts: 1" in alert
+    assert "failed: 2 failures" in alert and result["page"] in alert
+    for text in (page, alert, world.telegram.requests[0].body.decode()):
+        assert TOKEN not in text and ACCOUNT not in text
+
+
+def _bars(*starts: int) -> pl.DataFrame:
+    """One bar at each time (the session's first and last UTC day get a stored partition)."""
+    n = len(starts)
+    return pl.DataFrame(
+        {"ts": list(starts), "open": [5000.0] * n, "high": [5000.5] * n, "low": [4999.5] * n,
+         "close": [5000.25] * n, "volume": [10] * n},
+        schema=BAR_SCHEMA,
+    )  # fmt: skip
+
+
+def _trade(entry_ts: int, pnl: float) -> dict[str, object]:
+    return {
+        "entry_ts": entry_ts, "exit_ts": entry_ts + 60 * NS, "side": "long", "qty": 1,
+        "entry_price": 5000.0, "exit_price": 5002.5, "pnl": pnl, "exit_reason": "signal",
+    }  # fmt: skip
+
+
+def test_the_stream_supervisor_restarts_a_worker_that_died(world: OpsWorld) -> None:
+    run_dir = Operations.load(str(world.config)).settings.run_dir
+    try:
+        first = stream_supervisor(config=str(world.config))
+        assert first["action"] == "started"
+        wait_for(lambda: stream_supervisor(config=str(world.config))["action"] == "healthy", 60)
+        os.killpg(first["pid"], signal.SIGKILL)
+        wait_for(lambda: not running_workers(run_dir), 10)
+        second = stream_supervisor(config=str(world.config))
+        assert second["action"] == "restarted" and second["pid"] != first["pid"]
+        assert running_workers(run_dir) == [second["pid"]]
+        started, restarted = world.alerts()
+        assert started.endswith(f"Stream worker started (pid {first['pid']})")
+        assert f"Stream worker restarted (pid {second['pid']}): no worker process runs" in restarted
+    finally:
+        for pid in running_workers(run_dir):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_the_flows_run_on_the_local_server(world: OpsWorld) -> None:
+    kill_switch(config=str(world.config), reason="recorded on the server")
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows()}
+        runs = client.read_flow_runs()
+    kill_runs = [r for r in runs if flows[r.flow_id] == "kill-switch"]
+    assert kill_runs and all(r.state is not None and r.state.is_completed() for r in kill_runs)
+
+
+def test_the_schedules_are_weekdays_in_new_york() -> None:
+    scheduled = {d.name: d for d in deployments(load_config(None), "cfg.yaml")}
+    crons = {name: d.schedules[0].schedule for name, d in scheduled.items() if d.schedules}
+    assert crons["session-open"].cron == "0 9 * * 1-5"
+    assert crons["eod-watchdog"].cron == "27 16 * * 1-5"  # flatten_at 16:25 + 120 s of grace
+    assert crons["daily-summary"].cron == "5 17 * * 1-5"
+    assert {crons[name].timezone for name in ("session-open", "eod-watchdog")} == {
+        "America/New_York"
+    }
+    assert crons["stream-supervisor"].interval.total_seconds() == 60
+    assert not scheduled["kill-switch"].schedules
+    assert scheduled["kill-switch"].parameters == {"config": "cfg.yaml"}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.5)
+
+
+def test_scalper_ops_serve_serves_the_deployments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder, prefect_server: str,
+) -> None:  # fmt: skip
+    port = int(prefect_server.rsplit(":", 1)[1].split("/")[0])
+    ops = {"telegram_api": telegram.url, "prefect_port": port}
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, ops=ops)
+    command = [SCALPER, "ops", "serve", "--config", str(world.config)]
+    serving = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+
+        def served() -> set[str]:
+            with get_client(sync_client=True) as client:
+                return {d.name for d in client.read_deployments()}
+
+        wanted = {"session-open", "eod-watchdog", "daily-summary", "stream-supervisor"}
+        wait_for(lambda: wanted | {"kill-switch"} <= served(), 60)
+    finally:
+        stop_process(serving)

@@ -1,0 +1,437 @@
+"""The live trader's parts without Kafka: the aggregator against `resample`, the ledger, the
+paper broker's replay rule, the sink's exactly-once and independent check, the decoder's routing,
+and the trader replaying after crashes (with commands read at other places than the first time).
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scalper.brokers import Fill, OrderIntent
+from scalper.brokers.paper import PaperBroker
+from scalper.config import load_config
+from scalper.engine import engine_params
+from scalper.kafka.messages import Bar, Control, encode_bar, encode_control
+from scalper.kafka.topics import CONTROL, DEAD_LETTER, bars_topic
+from scalper.ledger import Ledger
+from scalper.live.aggregator import BarAggregator
+from scalper.live.inbound import Decoder, Inbound
+from scalper.live.settings import LiveSettings
+from scalper.live.sink import OrderSink
+from scalper.live.trader import Desk, TraderState
+from scalper.resample import resample
+from scalper.simulate import simulate_bars
+from tests.shared import CONFORMANCE, expected_rows
+from tests.stream_support import bars_of, case_bars, end_marker, inbound, rows, write_config
+
+NS = 10**9
+BASE = 1_717_977_600 * NS  # 2024-06-10T00:00:00Z, a Monday
+CASE = CONFORMANCE / "02_stops_targets"  # stops, targets and signals all fire
+
+
+# ---------------------------------------------------------------------------------------------
+# The aggregator
+
+
+def aggregate(frame: pl.DataFrame, bar_seconds: int, source: int) -> list[tuple]:
+    aggregator = BarAggregator.of_seconds("MES", bar_seconds, source)
+    out = [done for bar in bars_of(frame, "MES") for done in aggregator.add(bar)]
+    last = aggregator.flush()
+    return [tuple(bar[:6]) for bar in [*out, *([last] if last else [])]]
+
+
+@st.composite
+def source_bars(draw: st.DrawFn) -> tuple[pl.DataFrame, int, int]:
+    """Source bars on their grid at random slots (gaps anywhere), valid OHLCV on ticks."""
+    source, bar_seconds = draw(st.sampled_from([(5, 60), (5, 15), (60, 300), (60, 60)]))
+    slots = sorted(draw(st.sets(st.integers(0, 3_000), min_size=1, max_size=150)))
+    n = len(slots)
+    opens = draw(st.lists(st.integers(4000, 4100), min_size=n, max_size=n))
+    closes = draw(st.lists(st.integers(4000, 4100), min_size=n, max_size=n))
+    spread = draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
+    frame = pl.DataFrame(
+        {
+            "ts": [BASE + slot * source * NS for slot in slots],
+            "open": [o * 0.25 for o in opens],
+            "high": [(max(o, c) + s) * 0.25 for o, c, s in zip(opens, closes, spread, strict=True)],
+            "low": [(min(o, c) - s) * 0.25 for o, c, s in zip(opens, closes, spread, strict=True)],
+            "close": [c * 0.25 for c in closes],
+            "volume": draw(st.lists(st.integers(0, 900), min_size=n, max_size=n)),
+        }
+    )
+    return frame, bar_seconds, source
+
+
+@settings(max_examples=200, deadline=None)
+@given(series=source_bars())
+def test_the_aggregator_makes_the_bars_resample_makes(
+    series: tuple[pl.DataFrame, int, int],
+) -> None:
+    frame, bar_seconds, source = series
+    expected = resample(frame, bar_seconds, source_seconds=source).rows()
+    assert aggregate(frame, bar_seconds, source) == expected
+
+
+def test_five_second_bars_make_the_one_minute_bars_of_resample() -> None:
+    five = simulate_bars(date(2024, 6, 10), 1, bar_seconds=5)
+    expected = resample(five.drop("symbol"), 60, source_seconds=5).rows()
+    assert len(expected) == 1_380  # a whole Globex session: 23 hours of 1-minute bars
+    assert aggregate(five, 60, 5) == expected
+
+
+def test_a_bucket_is_emitted_with_its_last_source_bar_and_a_gap_emits_the_partial_one() -> None:
+    aggregator = BarAggregator.of_seconds("MES", 60, 5)
+    bar = Bar(BASE, 100.0, 101.0, 99.0, 100.5, 3, "MES")
+    assert aggregator.add(bar) == ()
+    done = aggregator.add(bar._replace(ts=BASE + 55 * NS, close=100.0))  # ends at :60
+    assert [tuple(b[:6]) for b in done] == [(BASE, 100.0, 101.0, 99.0, 100.0, 6)]
+    assert aggregator.add(bar._replace(ts=BASE + 60 * NS)) == ()
+    after_gap = aggregator.add(bar._replace(ts=BASE + 235 * NS))  # the last bar of :180-:240
+    assert [b.ts for b in after_gap] == [BASE + 60 * NS, BASE + 180 * NS]
+    assert aggregator.flush() is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Ledger, paper broker and sink
+
+
+def params() -> dict:
+    return engine_params(load_config(None))
+
+
+def intent(seq: int, action: str = "BUY", kind: str = "entry", bar_ts: int = BASE) -> OrderIntent:
+    order = {
+        "session": "2024-06-10",
+        "seq": seq,
+        "action": action,
+        "qty": 1,
+        "kind": kind,
+        "reason": None if kind == "entry" else "signal",
+        "bar_ts": bar_ts,
+        "decided_ts": bar_ts + 60 * NS,
+        "stop_loss_ticks": 12,  # 3 points: outside `minute`'s range, not `minute(2, 4990)`
+        "take_profit_ticks": 0,
+    }
+    return OrderIntent.from_engine("MES", order)
+
+
+def minute(i: int, price: float = 5000.0) -> Bar:
+    return Bar(BASE + i * 60 * NS, price, price + 1.0, price - 2.0, price, 10, "MES")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    yield ledger
+    ledger.close()
+
+
+def test_the_sink_sends_an_intent_once_and_answers_it_again_with_the_first_decision(
+    ledger: Ledger,
+) -> None:
+    broker = PaperBroker(ledger, {"MES": params()})
+    sink = OrderSink(ledger, broker, max_position=1)
+    first = sink.submit(intent(1))
+    again = sink.submit(intent(1))
+    assert (first.accepted, first.status, first.replayed) == (True, "sent", False)
+    assert (again.accepted, again.status, again.replayed) == (True, "sent", True)
+    assert [o["send_count"] for o in ledger.orders()] == [1]
+    assert broker.received() == {"MES-2024-06-10-0001": 1}
+
+
+def test_the_sink_refuses_an_id_already_used_by_another_order(ledger: Ledger) -> None:
+    sink = OrderSink(ledger, PaperBroker(ledger, {"MES": params()}), max_position=1)
+    sink.submit(intent(1))
+    other = sink.submit(intent(1, action="SELL"))
+    assert not other.accepted
+    assert "already names a different order" in (other.detail or "")
+
+
+def test_the_sinks_independent_check_refuses_entries_but_never_exits(ledger: Ledger) -> None:
+    broker = PaperBroker(ledger, {"MES": params()})
+    sink = OrderSink(ledger, broker, max_position=1)
+    assert sink.submit(intent(1)).accepted
+    working = sink.submit(intent(2, bar_ts=BASE + 1))
+    assert working.status == "refused" and "still working" in (working.detail or "")
+    broker.on_bar("MES", minute(1))  # the entry fills: the ledger holds +1
+    holding = sink.submit(intent(3, bar_ts=BASE + 2))
+    assert "holds +1" in (holding.detail or "")
+    ledger.set_halt("MES", "kill switch: test")
+    assert "halted" in (sink.submit(intent(4, bar_ts=BASE + 3)).detail or "")
+    assert sink.submit(intent(5, action="SELL", kind="exit", bar_ts=BASE + 4)).accepted
+
+
+def test_the_sink_refuses_entries_beyond_the_configured_size(ledger: Ledger) -> None:
+    sink = OrderSink(ledger, PaperBroker(ledger, {"MES": params()}), max_position=1)
+    too_big = sink.submit(intent(1)._replace(qty=2))
+    assert too_big.status == "refused" and "position limit of 1" in (too_big.detail or "")
+
+
+def test_the_paper_broker_answers_bars_it_has_seen_from_its_records(ledger: Ledger) -> None:
+    broker = PaperBroker(ledger, {"MES": params()})
+    broker.submit(intent(1))
+    entry = broker.on_bar("MES", minute(1))
+    stopped = broker.on_bar("MES", minute(2, price=4990.0))  # through the 4-tick stop
+    assert [f.reason for f in entry + stopped] == [None, "stop"]
+    assert broker.on_bar("MES", minute(3)) == []
+    restarted = PaperBroker(ledger, {"MES": params()})  # as after a crash: state from SQLite
+    assert restarted.on_bar("MES", minute(1)) == entry
+    assert restarted.on_bar("MES", minute(2, price=4990.0)) == stopped
+    assert restarted.on_bar("MES", minute(3)) == []
+    assert restarted.position("MES") == 0
+    assert ledger.position("MES") == 0
+
+
+def test_the_paper_broker_writes_nothing_for_quiet_bars(ledger: Ledger) -> None:
+    broker = PaperBroker(ledger, {"MES": params()})
+    broker.on_bar("MES", minute(1))
+    assert ledger.connection.execute("SELECT count(*) FROM paper_books").fetchone()[0] == 0
+    changes = ledger.connection.total_changes
+    for i in range(2, 50):
+        broker.on_bar("MES", minute(i))
+    assert ledger.connection.total_changes == changes
+
+
+def test_the_paper_broker_counts_a_repeated_order_and_executes_it_once(ledger: Ledger) -> None:
+    broker = PaperBroker(ledger, {"MES": params()})
+    assert broker.submit(intent(1))
+    assert broker.submit(intent(1))
+    broker.on_bar("MES", minute(1))
+    assert broker.position("MES") == 1
+    assert broker.received() == {"MES-2024-06-10-0001": 2}
+
+
+def test_a_workers_ledger_checkpoints_its_log_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committing thread never copies the log into the database (that stalls an order for
+    milliseconds); a background thread does, so the database file grows while it writes."""
+    monkeypatch.setattr("scalper.ledger.CHECKPOINT_SECONDS", 0.1)
+    worker = Ledger(tmp_path / "worker.sqlite", background_checkpoints=True)
+    empty = (tmp_path / "worker.sqlite").stat().st_size
+    for i in range(200):
+        worker.record_risk_event(f"e{i}", "MES", "test", "x" * 2_000)
+    deadline = time.monotonic() + 10
+    while (tmp_path / "worker.sqlite").stat().st_size == empty and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "worker.sqlite").stat().st_size > empty
+    worker.close()
+
+
+def test_a_fill_is_recorded_once_and_moves_the_position_once(ledger: Ledger) -> None:
+    fill = Fill("X-1", "X-1", "MES", BASE, "SELL", 2, 5000.0, "entry", None)
+    assert ledger.record_fill(fill)
+    assert not ledger.record_fill(fill)
+    assert ledger.position("MES") == -2
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoder
+
+
+def test_commands_for_all_symbols_fan_out_and_misplaced_ones_are_dead_letters() -> None:
+    decode = Decoder(["MES", "MNQ"])
+    kill = encode_control(Control("kill", "*"))[1]
+    assert [m.symbol for m in decode(CONTROL, 0, 7, b"*", kill)] == ["MES", "MNQ"]
+    for topic, value in [
+        (CONTROL, encode_control(Control("end_of_data", "MES"))[1]),
+        (CONTROL, encode_control(Control("pause", "ES"))[1]),
+        (bars_topic("MES"), encode_control(Control("kill", "MES"))[1]),
+        (bars_topic("MES"), encode_bar(minute(1)._replace(symbol="MNQ"))[1]),
+        (bars_topic("MES"), b"\xff"),
+    ]:
+        (out,) = decode(topic, 0, 1, b"MES", value)
+        assert out[0] == DEAD_LETTER, value
+    marker = decode(
+        bars_topic("MES"), 0, 3, b"MES", encode_control(Control("end_of_data", "MES"))[1]
+    )
+    assert isinstance(marker[0], Inbound)
+
+
+def test_a_price_too_large_for_a_float_is_a_dead_letter_not_a_crash() -> None:
+    huge = b'{"v":1,"ts":1,"open":1' + b"0" * 400 + b',"high":1,"low":1,"close":1,"volume":1,'
+    (letter,) = Decoder(["MES"])(bars_topic("MES"), 0, 1, b"MES", huge + b'"symbol":"MES"}')
+    assert letter[0] == DEAD_LETTER and b"not a finite number" in letter[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The trader
+
+
+def settings_for(folder: Path, case: Path = CASE, **sections: dict) -> LiveSettings:
+    overrides = yaml.safe_load((case / "config.yaml").read_text()) or {}
+    config = write_config(
+        folder / "config.yaml", overrides, stream={"source_bar_seconds": 60}, **sections
+    )
+    return LiveSettings.load(config, folder / "run")
+
+
+def feed(
+    desk: Desk, state: TraderState | None, messages: list[Inbound]
+) -> tuple[TraderState, list]:
+    events = []
+    for message in messages:
+        state, out = desk.step(state, message)
+        events.extend(out)
+    assert state is not None
+    return state, events
+
+
+def test_the_trader_refuses_bad_bars_with_a_reason_and_keeps_going(tmp_path: Path) -> None:
+    desk = Desk(settings_for(tmp_path))
+    good = [minute(i) for i in range(3)]
+    state, _ = feed(desk, None, list(inbound(good)))
+    bad = [
+        (minute(2), "duplicate"),
+        (minute(1), "out of order"),
+        (minute(3)._replace(ts=BASE + 3 * 60 * NS + NS), "grid"),
+        (minute(3)._replace(low=-1.0, open=-1.0, close=-1.0), "prices outside"),
+        (minute(3)._replace(high=1e300), "prices outside"),
+        (minute(3)._replace(volume=2**62), "volume"),
+        (minute(3)._replace(ts=2**63 - 60 * NS), "beyond the year 2200"),
+    ]
+    unchanged = pickle.dumps(state)
+    for offset, (bar, why) in enumerate(bad, 3):
+        (letter,) = desk.step(state, next(inbound([bar], offset)))[1]
+        assert letter[0] == DEAD_LETTER and why in letter[2].decode(), letter
+        assert pickle.dumps(replace(state, bars_offset=2)) == unchanged  # read, not used
+
+
+def test_a_trader_with_its_data_complete_trades_exactly_as_the_backtest(tmp_path: Path) -> None:
+    desk = Desk(settings_for(tmp_path))
+    bars = bars_of(case_bars(CASE), "MES")
+    feed(desk, None, [*inbound(bars), end_marker("MES", len(bars))])
+    assert rows(desk.ledger.trades("MES")) == expected_rows(CASE)
+
+
+def control(command: str, offset: int, symbol: str = "MES") -> Inbound:
+    message = Control(command, symbol, reason="test", issued_at=offset)
+    return Inbound(symbol, message, encode_control(message)[1], CONTROL, 0, offset)
+
+
+def reorder_journaled(
+    messages: list[Inbound], journaled: set[int], rng: random.Random
+) -> list[Inbound]:
+    """The remaining input as a replay may read it: commands applied before the crash come at
+    other places among the bars (Bytewax does not repeat the interleaving of two topics)."""
+    moved = [m for m in messages if m.topic == CONTROL and m.offset in journaled]
+    kept = [m for m in messages if m not in moved]
+    for message in moved:
+        kept.insert(rng.randint(0, len(kept)), message)
+    return kept
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_trader_replaying_after_crashes_trades_the_same_and_sends_nothing_twice(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Crash anywhere, resume from any earlier snapshot: the same trades, each order sent once."""
+    bars = bars_of(case_bars(CASE).head(2_500), "MES")
+    n = len(bars)
+    commands = data.draw(st.sampled_from([["pause", "resume"], ["kill"], []]))
+    places = sorted(
+        data.draw(st.lists(st.integers(0, n), min_size=len(commands), max_size=len(commands)))
+    )
+    messages: list[Inbound] = list(inbound(bars))
+    for offset, (command, place) in reversed(list(enumerate(zip(commands, places, strict=True)))):
+        messages.insert(place, control(command, offset))
+    messages.append(end_marker("MES", n))
+
+    reference = Desk(settings_for(tmp_path_factory.mktemp("reference")))
+    feed(reference, None, messages)
+
+    desk = Desk(settings_for(tmp_path_factory.mktemp("crashed")))
+    crashes = sorted(data.draw(st.lists(st.integers(1, len(messages) - 1), min_size=1, max_size=4)))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    snapshots: list[tuple[int, bytes | None]] = [(0, None)]
+    state: TraderState | None = None
+    position = 0
+    for crash in [*crashes, len(messages)]:
+        while position < crash:
+            state, _ = desk.step(state, messages[position])
+            position += 1
+            if rng.random() < 0.01:  # Bytewax snapshots now and then
+                snapshots.append((position, pickle.dumps(state)))
+        if crash == len(messages):
+            break
+        desk.ledger.close()  # the crash: everything since the last snapshot is lost ...
+        settings = desk.settings
+        desk = Desk(settings)  # ... but the ledger and the paper exchange keep theirs
+        position, snapshot = snapshots[-1]
+        state = None if snapshot is None else pickle.loads(snapshot)
+        journaled = {e.offset for e in desk.journal.get("MES", [])}
+        messages[position:] = reorder_journaled(messages[position:], journaled, rng)
+
+    assert desk.ledger.trades("MES") == reference.ledger.trades("MES")
+    sent = [o for o in desk.ledger.orders() if o["status"] != "refused"]
+    assert all(o["send_count"] == 1 for o in sent)
+    assert set(desk.broker.received().values()) <= {1}
+    assert [o["client_order_id"] for o in desk.ledger.orders()] == [
+        o["client_order_id"] for o in reference.ledger.orders()
+    ]
+
+
+def test_commands_from_the_journal_apply_where_they_first_did(tmp_path: Path) -> None:
+    """A kill read at another place on a replay acts where it acted the first time."""
+    settings = settings_for(tmp_path)
+    bars = list(inbound(bars_of(case_bars(CASE).head(600), "MES")))
+    first = Desk(settings)
+    state, _ = feed(first, None, bars[:300])
+    snapshot = pickle.dumps(state)
+    state, _ = feed(first, state, [control("kill", 0), *bars[300:]])
+    halted_at = first.ledger.risk_events("MES")
+    trades = first.ledger.trades("MES")
+    first.ledger.close()
+
+    again = Desk(settings)  # restart from the snapshot; the kill now comes before bar 350
+    state, _ = feed(
+        again, pickle.loads(snapshot), [*bars[300:350], control("kill", 0), *bars[350:]]
+    )
+    assert again.ledger.trades("MES") == trades
+    assert again.ledger.risk_events("MES") == halted_at
+    assert state.engine.state()["halted"]
+
+
+def test_a_payload_decodes_alike_by_the_quick_path_and_field_by_field() -> None:
+    """`decode_bar`'s quick check of the common case agrees with the checks that name reasons."""
+    from scalper.kafka.messages import _checked_bar, _is_plain_bar
+
+    rng = random.Random(5)
+    values = [0, 1, -1.5, 2.5, 1e308, float("inf"), "1", None, True, 2**63, 5000.25]
+    for _ in range(3_000):
+        payload = {f: rng.choice(values) for f in ("open", "high", "low", "close")}
+        payload |= {"ts": rng.choice([BASE, -1, 2**63, 1.0]), "volume": rng.choice([0, 5, -1])}
+        payload["symbol"] = rng.choice(["MES", "**", 5])
+        try:
+            checked = _checked_bar(payload)
+        except ValueError:
+            checked = None
+        bar = Bar._make(payload[f] for f in Bar._fields)
+        if _is_plain_bar(bar):
+            assert checked == bar, payload
+
+
+def test_a_decoder_that_raises_makes_a_dead_letter_not_a_poison_pill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(value: bytes | None) -> Bar:
+        raise RuntimeError("a bug in a codec")
+
+    monkeypatch.setattr("scalper.live.inbound.decode_bar", broken)
+    (letter,) = Decoder(["MES"])(bars_topic("MES"), 0, 1, b"MES", encode_bar(minute(1))[1])
+    assert letter[0] == DEAD_LETTER and b"undecodable: RuntimeError" in letter[2]
