@@ -13,28 +13,17 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
+from bench.timing import best_of
 from scalper.bars import BAR_COLUMNS, write_bars
 from scalper.importers import import_file
 from scalper.paths import subdir
 from scalper.simulate import simulate_bars
 from scalper.store import write_bars_partitioned
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Best wall time of `repeat` runs: the least disturbed by the rest of the machine."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def write_eastern_csv(bars: pl.DataFrame, path: Path) -> None:

@@ -18,24 +18,14 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Callable
 from datetime import date
 
+from bench.timing import best_of
 from scalper.bars import to_engine_columns
 from scalper.config import load_config
 from scalper.engine import Engine, backtest_columns, engine_params, sweep_columns
 from scalper.simulate import simulate_bars
 from tests.reference_engine import RefBar, default_params, run_reference
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Best wall time of `repeat` runs: the least disturbed by the rest of the machine."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:

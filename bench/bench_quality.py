@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import polars as pl
 
+from bench.timing import best_of
 from quality import build_data_docs, validate_frame
 from scalper.config import Config
 from scalper.simulate import simulate_bars
@@ -32,11 +33,6 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     value = fn()
     return time.perf_counter() - started, value
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Best wall time of `repeat` runs: the least disturbed by the rest of the machine."""
-    return min(timed(fn)[0] for _ in range(repeat))
 
 
 def with_defects(bars: pl.DataFrame) -> pl.DataFrame:
