@@ -129,6 +129,14 @@ fn parse_action(action: &str) -> PyResult<i8> {
     }
 }
 
+/// An exit by its reason name (SPEC §4 `exit_reason`); no reason is a strategy exit.
+fn exit_kind(reason: Option<&str>) -> PyResult<OrderKind> {
+    let name = reason.unwrap_or("signal");
+    ExitReason::from_name(name)
+        .map(OrderKind::Exit)
+        .ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))
+}
+
 fn session_date(day: i32) -> String {
     chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
         .map(|d| d.date_naive().to_string())
@@ -342,11 +350,7 @@ impl PyEngine {
             OrderKind::Entry
         } else {
             let pending = self.inner.book.in_flight.and_then(|o| reason_of(o.kind));
-            let name = reason.or(pending).unwrap_or("signal");
-            OrderKind::Exit(
-                ExitReason::from_name(name)
-                    .ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
-            )
+            exit_kind(reason.or(pending))?
         };
         let fill = Fill { ts, action, qty, price, kind };
         let trade = self.inner.on_fill(fill).map_err(value_error)?;
@@ -474,13 +478,7 @@ impl PyFillSimulator {
     fn submit(&mut self, action: &str, qty: i64, kind: &str, reason: Option<&str>) -> PyResult<()> {
         let kind = match kind {
             "entry" => OrderKind::Entry,
-            "exit" => {
-                let name = reason.unwrap_or("signal");
-                OrderKind::Exit(
-                    ExitReason::from_name(name)
-                        .ok_or_else(|| value_error(format!("unknown exit reason {name:?}")))?,
-                )
-            }
+            "exit" => exit_kind(reason)?,
             other => return Err(value_error(format!("order kind must be entry or exit, not {other:?}"))),
         };
         self.sim.submit(Order { action: parse_action(action)?, qty, kind });
