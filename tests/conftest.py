@@ -6,8 +6,14 @@ a Dagster run beside the tests) Hypothesis' timing health checks and per-example
 fail tests for being slow, so the profile turns exactly those off and nothing else.
 """
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.fakes.clock import ManualClock
+from tests.fakes.tws import FakeGateway, FakeMarket
 from tests.kafka_fixtures import kafka_broker as kafka_broker
 
 settings.register_profile(
@@ -16,3 +22,18 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("scalper")
+
+
+@pytest.fixture
+def gateway_options() -> dict[str, Any]:
+    """Extra `FakeGateway` settings; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+def gateway(
+    market: FakeMarket, clock: ManualClock, gateway_options: dict[str, Any]
+) -> Iterator[FakeGateway]:
+    """The fake IB Gateway on a free port, serving the test module's `market` on its `clock`."""
+    with FakeGateway(market, clock=clock.now, **gateway_options) as gateway:
+        yield gateway

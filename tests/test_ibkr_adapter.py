@@ -61,6 +61,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def gateway_options() -> dict[str, Any]:
+    """The gateway reports this account (conftest's `gateway` fixture)."""
+    return {"account": ACCOUNT}
+
+
 @pytest.fixture(scope="module")
 def market() -> FakeMarket:
     return FakeMarket(date(2024, 6, 3), 1, bar_seconds=5)
@@ -69,12 +75,6 @@ def market() -> FakeMarket:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
-
-
-@pytest.fixture
-def gateway(market: FakeMarket, clock: ManualClock) -> Iterator[FakeGateway]:
-    with FakeGateway(market, clock=clock.now, account=ACCOUNT) as gateway:
-        yield gateway
 
 
 @pytest.fixture

@@ -218,12 +218,6 @@ def clock() -> ManualClock:
     return ManualClock(JUNE)
 
 
-@pytest.fixture
-def gateway(market: FakeMarket, clock: ManualClock) -> Iterator[FakeGateway]:
-    with FakeGateway(market, clock=clock.now) as gateway:
-        yield gateway
-
-
 def connect(gateway: FakeGateway, client_id: int = 5) -> IB:
     ib = IB()
     ib.connect("127.0.0.1", gateway.port, clientId=client_id, timeout=5)

@@ -47,12 +47,6 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def gateway(market: FakeMarket, clock: ManualClock) -> Iterator[FakeGateway]:
-    with FakeGateway(market, clock=clock.now) as gateway:
-        yield gateway
-
-
-@pytest.fixture
 def ib(gateway: FakeGateway) -> Iterator[IB]:
     client = IB()
     client.connect("127.0.0.1", gateway.port, clientId=7, timeout=5)

@@ -32,12 +32,6 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def gateway(market: FakeMarket, clock: ManualClock) -> Iterator[FakeGateway]:
-    with FakeGateway(market, clock=clock.now) as gateway:
-        yield gateway
-
-
-@pytest.fixture
 def ib(gateway: FakeGateway, caplog: pytest.LogCaptureFixture) -> Iterator[IB]:
     caplog.set_level(logging.ERROR, logger="ib_async")  # other tests may have quietened it
     client = IB()
