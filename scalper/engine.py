@@ -132,6 +132,5 @@ def replay(
 def _report(engine: Any, fill: Mapping[str, Any], trades: list[dict[str, Any]]) -> None:
     """Hands a broker fill to the engine; an exit fill closes a trade."""
     trade = engine.on_fill(fill["ts"], fill["action"], fill["qty"], fill["price"], fill["reason"])
-    engine.take_trades()
     if trade is not None:
         trades.append(trade)

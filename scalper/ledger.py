@@ -95,6 +95,10 @@ CREATE TABLE IF NOT EXISTS control_journal (
     payload TEXT NOT NULL,            -- JSON: what applying it needs (e.g. the resolved params)
     PRIMARY KEY (symbol, control_offset)
 );
+CREATE TABLE IF NOT EXISTS dropped_orders (  -- orders the broker dropped after accepting them
+    client_order_id TEXT PRIMARY KEY,
+    bar_ts INTEGER NOT NULL           -- the bar before whose decision the engine learned it
+);
 CREATE TABLE IF NOT EXISTS start_offsets (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -201,6 +205,18 @@ class Ledger:
             (status, detail, client_order_id),
         )
 
+    def drop_learned_at(self, client_order_id: str, bar_ts: int) -> int:
+        """The bar at which the trader first learned that the broker dropped this order: `bar_ts`
+        when this is the first time. A replay after a crash must give the engine the news at
+        that same bar, not at the first replayed bar that finds the order dropped."""
+        self._execute(
+            "INSERT OR IGNORE INTO dropped_orders VALUES (?, ?)", (client_order_id, bar_ts)
+        )
+        row = self._execute(
+            "SELECT bar_ts FROM dropped_orders WHERE client_order_id = ?", (client_order_id,)
+        ).fetchone()
+        return int(row[0])
+
     def working_order(self, symbol: str) -> str | None:
         """The id of an order of `symbol` sent and neither filled nor cancelled yet."""
         row = self._execute(
@@ -280,6 +296,10 @@ class Ledger:
             "ON CONFLICT (symbol) DO UPDATE SET halt_reason = coalesce(halt_reason, ?)",
             (symbol, reason, reason),
         )
+
+    def clear_halt(self, symbol: str) -> None:
+        """Lift the halt of `symbol` (`resume`, the manual reset): entries pass the sink again."""
+        self._execute("UPDATE symbols SET halt_reason = NULL WHERE symbol = ?", (symbol,))
 
     def record_risk_event(self, event_id: str, symbol: str, event: str, detail: str) -> None:
         self._execute(

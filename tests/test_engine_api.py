@@ -82,6 +82,8 @@ def test_outside_fills_open_and_close_the_position_with_spec_accounting() -> Non
     assert trade["pnl"] == pytest.approx(2.0 * p["point_value"] - 2 * p["commission_per_side"])
     assert engine.state()["position"] == 0
     assert engine.state()["daily_pnl"] == pytest.approx(trade["pnl"])
+    # What `on_fill` returns is the caller's already: the queues do not report it a second time.
+    assert engine.take_trades() == [] and engine.take_fills() == []
 
 
 def test_a_fill_that_does_not_match_the_position_is_refused() -> None:

@@ -475,6 +475,26 @@ def test_a_restarted_trader_reports_what_happened_while_it_was_down(
     assert second.on_bar(SYMBOL, bar_at(clock)) == [fill]  # a replayed bar: the same fills
 
 
+def test_an_order_ib_has_but_the_ledger_missed_is_followed_not_sent_again(
+    make_broker: Callable[..., IbkrBroker], gateway: FakeGateway, ledger: Ledger,
+    clock: ManualClock,
+) -> None:  # fmt: skip
+    """The worker dies after IB took an order and before its ledger recorded the send (the sink
+    commits once `submit` returns); restarted, it decides the order again."""
+    first = make_broker()
+    first.on_bar(SYMBOL, bar_at(clock))
+    entry = intent(1, "BUY", "entry")
+    assert first.submit(entry)  # IB has it; the ledger never will from this process
+    first.close()
+    second = make_broker()
+    assert send(ledger, second, entry)  # the same decision after the restart
+    clock.advance(15)
+    [fill] = reported(second, clock)
+    assert fill.fill_id == entry.client_order_id and fill.kind == "entry"
+    assert gateway.orders.refs() == [entry.client_order_id]
+    assert ledger.position(SYMBOL) == gateway.position("MESM4") == 1
+
+
 def test_flatten_all_cancels_and_closes_everything(
     make_broker: Callable[..., IbkrBroker], gateway: FakeGateway, ledger: Ledger,
     clock: ManualClock,

@@ -444,7 +444,10 @@ def test_stream_commands_report_mistakes_in_one_line(tmp_path: Path) -> None:
     missing = run("stream", "replay", "--data", str(tmp_path / "none.csv"), home=tmp_path)
     assert_one_line_error(missing, "no such file")
     ibkr = write_config(tmp_path / "ibkr.yaml", {"broker": {"kind": "ibkr"}})
-    assert_one_line_error(run("stream", "run", "--config", ibkr, home=tmp_path), "paper broker")
+    trades = str(tmp_path / "trades.csv")
+    at_ib = run("stream", "replay", "--config", ibkr, "--data", "x.csv", "--trades-out", trades,
+                home=tmp_path)  # fmt: skip
+    assert_one_line_error(at_ib, "a replay runs through the paper broker only")
 
 
 def test_stream_run_becomes_the_worker_and_a_replay_feeds_it(

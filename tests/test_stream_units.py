@@ -343,7 +343,7 @@ def test_a_trader_replaying_after_crashes_trades_the_same_and_sends_nothing_twic
     """Crash anywhere, resume from any earlier snapshot: the same trades, each order sent once."""
     bars = bars_of(case_bars(CASE).head(2_500), "MES")
     n = len(bars)
-    commands = data.draw(st.sampled_from([["pause", "resume"], ["kill"], []]))
+    commands = data.draw(st.sampled_from([["pause", "resume"], ["kill"], ["kill", "resume"], []]))
     places = sorted(
         data.draw(st.lists(st.integers(0, n), min_size=len(commands), max_size=len(commands)))
     )
@@ -405,6 +405,29 @@ def test_commands_from_the_journal_apply_where_they_first_did(tmp_path: Path) ->
     assert again.ledger.trades("MES") == trades
     assert again.ledger.risk_events("MES") == halted_at
     assert state.engine.state()["halted"]
+
+
+def test_resume_is_the_manual_reset_of_a_halt_and_lifts_a_pause(tmp_path: Path) -> None:
+    """`resume` after a kill: the engine and the ledger are no longer halted, entries come
+    again, and the risk event says what was lifted; after a pause it lifts the pause."""
+    desk = Desk(settings_for(tmp_path))
+    bars = list(inbound(bars_of(case_bars(CASE).head(1_500), "MES")))
+    state, _ = feed(desk, None, [*bars[:300], control("kill", 0), *bars[300:600]])
+    assert state.engine.state()["halted"]
+    assert desk.ledger.halt_reason("MES") == "kill switch: test"
+    halted_entries = [o for o in desk.ledger.orders("MES") if o["kind"] == "entry"]
+    state, events = feed(desk, state, [control("resume", 1)])
+    assert not state.engine.state()["halted"] and desk.ledger.halt_reason("MES") is None
+    [resumed] = [e for e in desk.ledger.risk_events("MES") if e["event"] == "resume"]
+    assert resumed["detail"] == "test: lifted the halt (kill switch: test)"
+    assert [e for e in events if b"resume" in e[2]], "the resume is published"
+    state, _ = feed(desk, state, [*bars[600:1_000], control("pause", 2), control("resume", 3)])
+    entries = [o for o in desk.ledger.orders("MES") if o["kind"] == "entry"]
+    assert len(entries) > len(halted_entries), "no entry after the reset"
+    assert all(o["status"] != "refused" for o in entries[len(halted_entries) :])
+    details = [e["detail"] for e in desk.ledger.risk_events("MES") if e["event"] == "resume"]
+    assert details[-1] == "test: lifted the pause"
+    desk.close()
 
 
 def test_a_payload_decodes_alike_by_the_quick_path_and_field_by_field() -> None:

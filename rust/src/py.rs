@@ -296,6 +296,17 @@ fn sweep<'py>(
     Ok(d)
 }
 
+/// What `__reduce__` returns: the class's `restore` and its argument, the `snapshot()` bytes.
+type Reduced = (PyObject, (PyObject,));
+
+/// Pickling through `snapshot`/`restore`, for both classes: the pickle is the snapshot format,
+/// versioned and exact, rather than a second encoding of the same state.
+fn reduce_via_snapshot(obj: &Bound<'_, PyAny>) -> PyResult<Reduced> {
+    let restore = obj.getattr("restore")?.unbind();
+    let snapshot = obj.call_method0("snapshot")?.unbind();
+    Ok((restore, (snapshot,)))
+}
+
 /// The incremental engine: `on_bar` per bar returns the order decided at its close, or None.
 #[pyclass(name = "Engine", module = "scalper._engine")]
 struct PyEngine {
@@ -334,7 +345,8 @@ impl PyEngine {
         order.map(|o| order_dict(py, &o, &self.inner, &bar)).transpose()
     }
 
-    /// A fill from an outside broker; returns the closed trade for an exit fill.
+    /// A fill from an outside broker; returns the closed trade for an exit fill (which
+    /// `take_trades` does not report again).
     #[pyo3(signature = (ts, action, qty, price, reason=None))]
     fn on_fill<'py>(
         &mut self,
@@ -353,9 +365,9 @@ impl PyEngine {
             exit_kind(reason.or(pending))?
         };
         let fill = Fill { ts, action, qty, price, kind };
+        // Returned, not queued: `take_fills`/`take_trades` hold what only the engine knows of
+        // (its simulated fills); the caller of `on_fill` has this fill and trade already.
         let trade = self.inner.on_fill(fill).map_err(value_error)?;
-        self.fills.push(fill);
-        self.trades.extend(trade);
         trade.map(|t| trade_dict(py, &t)).transpose()
     }
 
@@ -449,12 +461,8 @@ impl PyEngine {
     }
 
     /// Pickling goes through the snapshot, so Bytewax recovery stores the exact state.
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-        py: Python<'py>,
-    ) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
-        let restore = slf.getattr("restore")?.unbind();
-        Ok((restore, (slf.borrow().snapshot(py),)))
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<Reduced> {
+        reduce_via_snapshot(slf.as_any())
     }
 }
 
@@ -537,12 +545,8 @@ impl PyFillSimulator {
         Ok(PyFillSimulator { params, sim })
     }
 
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-        py: Python<'py>,
-    ) -> PyResult<(PyObject, (Bound<'py, PyBytes>,))> {
-        let restore = slf.getattr("restore")?.unbind();
-        Ok((restore, (slf.borrow().snapshot(py)?,)))
+    fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<Reduced> {
+        reduce_via_snapshot(slf.as_any())
     }
 }
 

@@ -2,7 +2,8 @@
 
 `kill`, `resume` and `status` run the operations' procedures directly (`scalper.ops`), so they
 work whether or not the Prefect server runs — a kill switch must never depend on one more
-service. `ops server` runs the local Prefect server in the foreground; `ops serve` starts it
+service. `resume` is also the manual reset of a halt: the worker lifts pauses and halts alike.
+`ops server` runs the local Prefect server in the foreground; `ops serve` starts it
 (unless one answers already) and serves the scheduled flows (`flows.serve`) until stopped.
 """
 
@@ -104,7 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     kill.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     kill.set_defaults(func=_kill)
 
-    resume = sub.add_parser("resume", help="resume entries after a kill or a pause")
+    resume = sub.add_parser(
+        "resume", help="lift a pause or a halt (kill switch, loss limits): entries resume"
+    )
     resume.add_argument("--reason", default="manual resume", help="why (logged and alerted)")
     resume.add_argument("--symbol", default="*", help="one symbol, or * for all (default)")
     resume.add_argument("--config", help="configuration YAML (default: built-in defaults)")

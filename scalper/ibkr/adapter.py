@@ -32,7 +32,9 @@ completed orders and the day's executions; `_IbSession.reconcile` matches them b
 with what the broker follows — which after a restart is the ledger's working orders: an
 execution missed while away becomes a fill, an order IB has is never sent again, an order IB
 never received is sent (exits) or reported rejected (entries: a late entry is a different
-trade). Together with the ledger's exactly-once send this gives no duplicate and no missed fill.
+trade). An order IB already has under its `orderRef` — sent by a worker that died before its
+ledger recorded the send — is followed, not sent again, when the restarted worker decides it
+anew. Together with the ledger's exactly-once send this gives no duplicate and no missed fill.
 Orders of other clients — the kill switch's and the EOD watchdog's `KILL-` orders — are not
 reported to this client by IB; a change of position makes the broker read the account's
 executions, so they reach the engine as `kill` exits.
@@ -192,6 +194,8 @@ class _IbSession:
             return ref not in self.refusals
         track = _Track(OrderFills.for_intent(intent), "order", intent)
         self.tracks[ref] = track
+        if self.link.connected and self._arrived_before(track):
+            return ref not in self.refusals
         if intent.kind == "exit" and not self.link.connectivity.orders_ok:
             track.waiting = True  # sent as soon as the link is back
             return True
@@ -203,6 +207,25 @@ class _IbSession:
             return await self._acknowledged(track, [track])
         assert reference is not None
         return await self._acknowledged(track, self._send_entry(track, reference))
+
+    def _arrived_before(self, track: _Track) -> bool:
+        """Whether IB has this order already: a worker sent it and died before its ledger
+        recorded the send (the sink commits once `submit` returns), and the restarted worker
+        decided it again. It is followed like any order — its executions, its fate — and never
+        sent twice."""
+        ib = self.link.ib
+        trade = next((t for t in ib.trades() if t.order.orderRef == track.ref), None)
+        if trade is None:
+            return False
+        log.warning("order %s is at IB already (sent before a restart): not sent again", track.ref)
+        track.trade = trade
+        for fill in ib.fills():
+            if fill.execution.orderRef == track.ref:
+                self._record(fill)
+        status = trade.orderStatus.status
+        if status in OrderStatus.DoneStates and status != OrderStatus.Filled and not trade.fills:
+            self._refuse(track, _why_done(trade))
+        return True
 
     def _refusal(self, intent: OrderIntent, reference: float | None) -> str | None:
         """Why the broker will not send this order now, or None. The last check before IB:
@@ -253,6 +276,9 @@ class _IbSession:
     def _send_waiting(self, track: _Track) -> None:
         """An exit decided while the link was down, now that it is back (if still an exit)."""
         assert track.intent is not None
+        track.waiting = False
+        if self._arrived_before(track):
+            return
         refusal = self._refusal(track.intent, None)
         if refusal is None:
             self._send_exit(track)

@@ -35,7 +35,7 @@ from scalper.errors import ScalperError
 from scalper.files import atomic_write
 from scalper.ibkr.connection import CONNECT_TIMEOUT, connect_async, hide_account_in_logs
 from scalper.ibkr.connectivity import NOTICES, Connectivity
-from scalper.instruments import front_contract, spec
+from scalper.instruments import INSTRUMENTS, front_contract, spec
 from scalper.paths import subdir
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ RECONNECT_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 CLIENT_ID_OFFSETS = {"trader": 0, "bridge": 1, "ops": 2}
 """IB allows one connection per client id: the trader uses `broker.client_id`, the bar bridge
-and the operations flows the ids after it."""
+and the operations flows the ids after it (see `trader_client_id` for the stream's traders)."""
 
 ReadyCallback = Callable[[IB], Awaitable[None]]
 ChangeCallback = Callable[[Connectivity, int | None], None]
@@ -66,10 +66,11 @@ def write_status(path: Path, role: str, link: IbLink, code: int | None) -> None:
         fh.write(json.dumps(record, indent=2).encode())
 
 
-def read_status(role: str) -> dict[str, Any] | None:
-    """The last state written by the `role` connection (None when it never ran here)."""
+def read_status(role: str, path: Path | None = None) -> dict[str, Any] | None:
+    """The last state written by the `role` connection (None when it never ran here), from
+    `path` or the default place of that role's file."""
     try:
-        return json.loads((subdir("state") / f"ibkr-{role}.json").read_text())
+        return json.loads((path or subdir("state") / f"ibkr-{role}.json").read_text())
     except (OSError, ValueError):
         return None
 
@@ -77,6 +78,39 @@ def read_status(role: str) -> dict[str, Any] | None:
 def role_client_id(broker: BrokerConfig, role: str) -> int:
     """The client id of one of the system's IB connections (`CLIENT_ID_OFFSETS`)."""
     return broker.client_id + CLIENT_ID_OFFSETS[role]
+
+
+def trader_client_id(broker: BrokerConfig, symbol: str) -> int:
+    """The client id of the stream's IB connection for `symbol`: one connection per symbol.
+
+    Why per symbol and not per worker thread: IB reports an order's statuses and executions to
+    the client id that placed it, and after a restart the trader must see the orders it left
+    working. Bytewax routes each symbol to exactly one worker, so a symbol is only ever traded
+    by one thread of one process (ids are unique across all workers of all processes of a run),
+    and an id derived from the symbol stays the same whichever thread, process or start order
+    picks the symbol up after a crash or with another `--workers`/`--process-id` layout — an id
+    numbered by thread start order would not.
+
+    The scheme, with `c = broker.client_id` and `n` the symbol's place in the instruments table
+    (`scalper.instruments.INSTRUMENTS`, an order that no configuration edit changes):
+    the first symbol of the table (MES) trades as `c` (the `trader` role, as before there were
+    several), the bar bridge is `c + 1`, the operations flows `c + 2` (`CLIENT_ID_OFFSETS`), and
+    every other symbol `c + 2 + n` (`ES` → `c + 3`, `MNQ` → `c + 4`, ...). No two connections of
+    the system ever share an id; `scalper data download` defaults to `c` and must be given
+    another `--client-id` while the stream trades.
+    """
+    table = list(INSTRUMENTS)
+    if symbol not in table:
+        raise ScalperError(f"{symbol} is not in the instruments table: IB cannot trade it here")
+    place = table.index(symbol)
+    offset = CLIENT_ID_OFFSETS["trader"] if place == 0 else max(CLIENT_ID_OFFSETS.values()) + place
+    return broker.client_id + offset
+
+
+def trader_status_path(run_dir: Path, symbol: str) -> Path:
+    """Where the stream's connection for `symbol` writes its state (`scalper status` reads the
+    run folder's `ibkr-trader-*.json`)."""
+    return run_dir / f"ibkr-trader-{symbol}.json"
 
 
 class IbLink:

@@ -4,7 +4,8 @@
 possible). With `trades_out` it runs the whole session: a Kafka broker and a worker are started
 when none runs, the in-band `end_of_data` marker follows the last bar, the worker's completion
 event is awaited, and the paper broker's trades are written in SPEC §4's CSV format: a backtest
-through the live path, which must equal `scalper backtest`.
+through the live path, which must equal `scalper backtest`. That needs a configuration of
+`broker.kind: paper`: old bars must never trade at Interactive Brokers.
 
 A worker started here gets a run folder of its own (`stream/replays/<symbol>-<time>`), pinned at
 the current end of the topics before the first bar is published: it sees exactly this replay,
@@ -104,6 +105,11 @@ def replay(
 ) -> ReplayResult:
     """Publish `data` for the configured instrument; end to end with `trades_out`."""
     cfg = load_config(config)
+    if trades_out is not None and cfg.broker.kind != "paper":  # old bars must never trade at IB
+        raise ScalperError(
+            f"{cfg.source}: broker.kind = {cfg.broker.kind!r}: a replay runs through the paper "
+            "broker only; replay with a configuration of broker.kind: paper"
+        )
     bars = read_bars(data)
     symbol = cfg.instrument.symbol
     step = source_seconds(bars)

@@ -2,7 +2,12 @@
 
 A run folder (`stream/` in the data directory for `scalper stream run`, one per replay session)
 holds everything a worker must find again after a crash: the ledger and Bytewax's recovery
-partitions. Two runs never share a folder, so a replay can never see a live worker's orders.
+partitions (and, trading at IB, the links' state files). Two runs never share a folder, so a
+replay can never see a live worker's orders.
+
+`broker.kind` picks where orders go: the built-in paper broker, or Interactive Brokers
+(`ibkr`: `scalper.live.brokers`). Whether the IB settings are safe for the trading mode is
+`scalper.config`'s check, done when the configuration is loaded.
 """
 
 from __future__ import annotations
@@ -61,12 +66,7 @@ class LiveSettings:
     ) -> LiveSettings:
         """Settings from a configuration file; `source_seconds` overrides the configured size
         of the incoming bars (a replayed file brings its own)."""
-        cfg = load_config(config_path)
-        if cfg.broker.kind != "paper":  # never let a trader believe orders go to IB when not
-            raise ConfigError(
-                f"{cfg.source}: broker.kind = {cfg.broker.kind!r}: the stream worker trades "
-                "through the paper broker only, until the IBKR gateway exists"
-            )
+        cfg = load_config(config_path)  # also the live-mode checks (port, account, ...)
         source = source_seconds or cfg.stream.source_bar_seconds
         if cfg.strategy.bar_seconds % source:
             raise ConfigError(
@@ -74,6 +74,13 @@ class LiveSettings:
                 f"({cfg.strategy.bar_seconds}) must be a multiple of it"
             )
         symbols = cfg.stream.symbols or (cfg.instrument.symbol,)
+        if cfg.broker.kind == "ibkr":
+            unknown = [s for s in symbols if s not in INSTRUMENTS]
+            if unknown:  # IB needs the contract facts, and the client ids follow the table
+                raise ConfigError(
+                    f"{cfg.source}: broker.kind = 'ibkr': {unknown[0]!r} is not in the "
+                    f"instruments table ({', '.join(INSTRUMENTS)}), so it cannot trade at IB"
+                )
         params = {symbol: symbol_params(cfg, symbol) for symbol in symbols}
         return cls(config_path, cfg, run_dir, source, params)
 

@@ -13,9 +13,20 @@ State and resources are kept apart for recovery:
   the open aggregation bucket, the last source bar, recent closes (to warm up reloaded
   parameters), approved parameters waiting for the next session, and the last control command
   applied. It pickles small and fast, as it is copied at every snapshot.
-- `Desk` holds one worker thread's connections: the ledger, the paper broker and the sink. They
-  are not state: what they know is durable in the ledger, which is what makes a replay after a
-  crash safe (intents already sent are recognised, fills already made are reported as made).
+- `Desk` holds one worker thread's connections: the ledger, the broker (paper, or IB with
+  `broker.kind: ibkr`, see `scalper.live.brokers`) and the sink. They are not state: what they
+  know is durable in the ledger, which is what makes a replay after a crash safe (intents
+  already sent are recognised, fills already made are reported as made).
+
+A real broker may also drop an order after `submit` accepted it: IB rejects or cancels it later,
+or it never arrived because the connection died with it. The broker writes that to the ledger
+when it reports the next bar, and the trader, before the engine decides at that bar, gives the
+engine `on_reject` for it, as it does for an order refused at once: otherwise the engine would
+wait for the fill of an order that no longer exists and never decide again. The paper broker
+decides everything synchronously, so for it the check is skipped (and nothing changes).
+
+`resume` is also SPEC §4's manual reset of a halt: it lifts a pause and a halt (the kill switch,
+the kill-switch loss, the minimum balance, a broker desync) in the engine and in the ledger.
 
 Control commands need one more thing. Bytewax resumes each input at its snapshot position, but
 the interleaving of `control` with the bars is not repeated: a kill applied after bar 100 could
@@ -45,6 +56,7 @@ from scalper.kafka.messages import Bar, Control, encode_bar
 from scalper.kafka.topics import CONTROL, bars_topic
 from scalper.ledger import JournalEntry, Ledger
 from scalper.live.aggregator import NS_PER_SECOND, BarAggregator
+from scalper.live.brokers import make_broker
 from scalper.live.events import (
     Event,
     cancel_event,
@@ -56,6 +68,9 @@ from scalper.live.events import (
 from scalper.live.inbound import END_OF_DATA, Inbound
 from scalper.live.settings import LiveSettings, symbol_params
 from scalper.live.sink import OrderSink
+
+DROPPED_STATUSES = ("rejected", "cancelled")
+"""Ledger statuses of an order the broker will never fill (after `submit` accepted it)."""
 
 RECENT_CLOSES = 1_000
 """Closes kept to warm up reloaded parameters: more than any lookback or RSI period in use."""
@@ -88,10 +103,20 @@ class Desk:
     def __init__(self, settings: LiveSettings) -> None:
         self.settings = settings
         self.ledger = Ledger(settings.ledger_path, background_checkpoints=True)
-        self.broker = PaperBroker(self.ledger, settings.params)
+        self.broker = make_broker(settings, self.ledger)
         self.sink = OrderSink(self.ledger, self.broker, settings.max_position)
         self.journal = self.ledger.control_journal()
         self._source_ns = settings.source_seconds * NS_PER_SECOND
+        # Only a real broker drops orders after accepting them (see the module docstring).
+        self._late_statuses = not isinstance(self.broker, PaperBroker)
+
+    def close(self) -> None:
+        """Disconnect the broker and close the ledger (a worker process just dies instead:
+        everything that matters is in the ledger and at the broker already)."""
+        close = getattr(self.broker, "close", None)
+        if close is not None:
+            close()
+        self.ledger.close()
 
     def new_state(self, symbol: str) -> TraderState:
         params = self.settings.params[symbol]
@@ -162,6 +187,8 @@ class Desk:
             self._reload_at_roll(state, state.pending_params, bar, events)
         for fill in self.broker.on_bar(state.symbol, bar):
             self._book_fill(state, fill, events)
+        if self._late_statuses:
+            self._check_dropped(state, bar, events)
         try:
             order = state.engine.on_bar(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         except ValueError as exc:  # the engine's own bar check; the trader's should catch all
@@ -171,6 +198,22 @@ class Desk:
         state.recent_closes.append(bar.close)
         if order is not None:
             self._send(state, order, events)
+
+    def _check_dropped(self, state: TraderState, bar: Bar, events: list[Event]) -> None:
+        """The order in flight was rejected or cancelled at the broker after `submit` took it
+        (the broker has written that to the ledger): the engine stops waiting for its fill, at
+        the bar where it first learned that, also when the bars are replayed after a crash."""
+        order_id = state.last_order_id
+        if order_id is None or not state.engine.state()["order_in_flight"]:
+            return
+        row = self.ledger.order(order_id)
+        if row is None or row["status"] not in DROPPED_STATUSES:
+            return
+        if self.ledger.drop_learned_at(order_id, bar.ts) > bar.ts:
+            return  # a replayed bar before the news: the engine waited here the first time
+        state.engine.on_reject()
+        detail = f"{row['status']} by the broker: {row['detail'] or 'no reason given'}"
+        events.append(self._risk(state.symbol, f"{order_id}-dropped", "order_rejected", detail))
 
     def _book_fill(self, state: TraderState, fill: Fill, events: list[Event]) -> None:
         engine = state.engine
@@ -182,8 +225,6 @@ class Desk:
             why = f"fill {fill.fill_id} does not match the engine's position: {exc}"
             self._halt(state.symbol, f"{fill.fill_id}-desync", "desync", why, events)
             return
-        engine.take_fills()  # the engine also queues what it returns: keep the queues empty
-        engine.take_trades()
         events.append(fill_event(fill, trade))
         if trade is None:
             return
@@ -201,6 +242,10 @@ class Desk:
             return
         state.engine.on_reject()
         detail = decision.detail or decision.status
+        refusal = getattr(self.broker, "refusal", None)  # IB says why it rejected an order
+        why = refusal(intent.client_order_id) if refusal is not None else None
+        if why is not None and decision.status == "rejected" and not decision.replayed:
+            detail = f"{detail}: {why}"
         event_id = f"{intent.client_order_id}-refused"
         events.append(self._risk(state.symbol, event_id, "order_refused", detail))
 
@@ -299,9 +344,11 @@ class Desk:
         reason = payload["reason"] or command
         if command == "kill":
             self._kill(state, event_id, reason, events)
-        elif command in ("pause", "resume"):
-            state.engine.pause_entries(command == "pause")
+        elif command == "pause":
+            state.engine.pause_entries(True)
             events.append(self._risk(symbol, event_id, command, reason))
+        elif command == "resume":
+            self._resume(state, event_id, reason, events)
         elif "error" in payload:
             events.append(self._risk(symbol, event_id, "reload_refused", payload["error"]))
         else:
@@ -320,6 +367,20 @@ class Desk:
             events.append(cancel_event(state.symbol, state.last_order_id, "kill switch"))
         if exit_order is not None:
             self._send(state, exit_order, events)
+
+    def _resume(self, state: TraderState, event_id: str, reason: str, events: list[Event]) -> None:
+        """Lift a pause and a halt: SPEC §4's manual reset, in the engine and in the ledger
+        (whose halt the sink checks on its own). The event says what was lifted."""
+        before = state.engine.state()
+        halt = self.ledger.halt_reason(state.symbol)
+        lifted = ["the pause"] if before["entries_paused"] else []
+        if before["halted"] or halt is not None:
+            lifted.append(f"the halt ({halt})" if halt is not None else "the halt")
+        state.engine.pause_entries(False)
+        state.engine.reset_halt()
+        self.ledger.clear_halt(state.symbol)
+        what = " and ".join(lifted) if lifted else "nothing (neither paused nor halted)"
+        events.append(self._risk(state.symbol, event_id, "resume", f"{reason}: lifted {what}"))
 
     def _reload_at_roll(
         self, state: TraderState, params: dict[str, Any], bar: Bar, events: list[Event]

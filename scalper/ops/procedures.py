@@ -22,7 +22,10 @@ for the paper broker — and the alert is critical either way.
 
 **Kill switch**: `kill` on the control topic (the worker halts and flattens through its engine),
 then a wait for flat; if the positions are still open (a dead worker), IBKR is flattened
-directly. **Resume** publishes `resume`.
+directly. **Resume** publishes `resume`, which is also SPEC §4's manual reset of a halt: the
+worker lifts a pause and a halt (the kill switch's, or one of the engine's own: the kill-switch
+loss, the minimum balance) in the engine and in the ledger, and its `resume` risk event says
+what it lifted.
 """
 
 from __future__ import annotations
@@ -239,6 +242,7 @@ def kill(
 
 
 def resume(ops: Operations, reason: str, symbol: str = ALL_SYMBOLS) -> Control:
+    """Lift pauses and halts (the manual reset): entries are allowed again."""
     control = ops.control("resume", reason, symbol)
     ops.alerter.send(f"Entries resumed ({symbol}): {reason}", "info")
     return control

@@ -53,7 +53,7 @@ def gather(ops: Operations) -> dict[str, Any]:
     return {
         "session": summary.session.isoformat(),
         "broker": ops.cfg.broker.kind,
-        "links": _links() if ops.cfg.broker.kind == "ibkr" else {},
+        "links": _links(ops) if ops.cfg.broker.kind == "ibkr" else {},
         "symbols": [asdict(s) for s in symbols],
         "risk_events_today": len(summary.risk_events),
         "worker": {
@@ -88,10 +88,18 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _links() -> dict[str, Any]:
-    from scalper.ibkr.link import read_status
+def _links(ops: Operations) -> dict[str, Any]:
+    """The stream worker's IB connections (one per symbol, in its run folder; else a trader
+    that wrote the default `trader` file) and the bar bridge's."""
+    from scalper.ibkr.link import read_status, trader_status_path
 
-    return {role: read_status(role) for role in ("trader", "bridge")}
+    run_dir = ops.settings.run_dir
+    links = {
+        f"trader {symbol}": read_status("trader", path)
+        for symbol in ops.symbols
+        if (path := trader_status_path(run_dir, symbol)).exists()
+    }
+    return (links or {"trader": read_status("trader")}) | {"bridge": read_status("bridge")}
 
 
 def _link_text(link: dict[str, Any] | None) -> str:
