@@ -26,7 +26,11 @@ For every order intent after the warm-up two latencies are reported:
 
 Every process (broker JVM, worker, this producer/consumer) shares the machine's cores.
 
-Usage: python bench/bench_stream.py [--days 500] [--latency-seconds 60]
+Baseline: the same paced production into a topic of its own, read by a plain consumer in this
+process (no worker). It is what Kafka alone costs on this machine, measured in the same run: the
+worker's figures are reported next to it, and what the worker adds is the difference.
+
+Usage: python bench/bench_stream.py [--days 500] [--latency-seconds 60] [--only latency]
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from scalper.kafka.broker import KafkaBroker, free_port
+from scalper.kafka.clients import admin_client
 from scalper.kafka.messages import Bar, Control, decode, encode_bar, encode_control
-from scalper.kafka.topics import ORDERS, RISK_EVENTS, bars_topic
+from scalper.kafka.topics import ORDERS, RISK_EVENTS, TopicSpec, bars_topic
 from scalper.live.replay import wait_for_end
 from scalper.live.settings import LiveSettings
 from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
@@ -152,7 +157,9 @@ def throughput(folder: Path, bootstrap: str, days: int) -> None:
     )
 
 
-def produce_paced(bootstrap: str, rows: list[tuple], rate: int, stamps: Any) -> None:
+def produce_paced(
+    bootstrap: str, rows: list[tuple], rate: int, stamps: Any, topic: str = bars_topic("MES")
+) -> None:
     """In a process of its own, so that no other thread of the benchmark delays a bar between
     its time stamp and its hand-over to the producer: `stamps[i]` is bar i's produce time."""
     out = producer(bootstrap)
@@ -163,17 +170,68 @@ def produce_paced(bootstrap: str, rows: list[tuple], rate: int, stamps: Any) -> 
             time.sleep(delay)
         key, value = encode_bar(Bar(*row, "MES"))
         stamps[i] = time.time_ns()
-        produce(out, bars_topic("MES"), key, value)
+        produce(out, topic, key, value)
     out.flush()
     print(f"produced {len(rows):,} bars at {len(rows) / (time.perf_counter() - started):,.0f}/s")
 
 
+def paced_rows(seconds: float, warm_up: float, rate: int) -> list[tuple]:
+    bars = simulate_bars(date(2023, 1, 2), 120, seed=5).head(int((warm_up + seconds) * rate))
+    return bars.select("ts", "open", "high", "low", "close", "volume").rows()
+
+
+def report(name: str, values_ms: np.ndarray, baseline: np.ndarray | None = None) -> None:
+    """Percentiles of one latency series; with `baseline`, what it adds to Kafka alone."""
+    qs = np.percentile(values_ms, [50, 99, 99.9])
+    line = (
+        f"latency {name:22s} over {values_ms.size:>6,}: p50 {qs[0]:6.2f} ms, p99 {qs[1]:6.2f} ms, "
+        f"p99.9 {qs[2]:6.2f} ms, max {values_ms.max():7.2f} ms"
+    )
+    if baseline is not None:
+        base = np.percentile(baseline, [50, 99])
+        line += f"  (Kafka alone + {qs[0] - base[0]:.2f} ms at p50, + {qs[1] - base[1]:.2f} at p99)"
+    print(line)
+
+
+def kafka_baseline(bootstrap: str, seconds: float, warm_up: float, rate: int = 1_000) -> np.ndarray:
+    """Produce → a plain consumer, paced as the worker's bars are: Kafka's own share."""
+    topic = "bench.baseline"
+    admin = admin_client(bootstrap)
+    admin.create_topics({topic: TopicSpec(topic, 1).create_request()}, wait_for_metadata=True)
+    admin.close()
+    rows = paced_rows(seconds, warm_up, rate)
+    stamps = multiprocessing.Array("q", len(rows), lock=False)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench", "fetch.wait.max.ms": 10}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    arrived = np.zeros(len(rows), dtype=np.int64)
+    paced = multiprocessing.Process(
+        target=produce_paced, args=(bootstrap, rows, rate, stamps, topic)
+    )
+    paced.start()
+    received, deadline = 0, time.monotonic() + warm_up + seconds + 30
+    while received < len(rows) and time.monotonic() < deadline:
+        message = consumer.poll(0.05)
+        if message is not None and not message.error():
+            arrived[message.offset()] = time.time_ns()
+            received += 1
+    paced.join()
+    consumer.close()
+    measured = slice(int(warm_up * rate), received)
+    return (arrived[measured] - np.array(stamps[measured])) / 1e6
+
+
 def latency(
-    folder: Path, bootstrap: str, seconds: float, warm_up: float, rate: int = 1_000
+    folder: Path,
+    bootstrap: str,
+    seconds: float,
+    warm_up: float,
+    baseline: np.ndarray,
+    rate: int = 1_000,
 ) -> None:
     live = run_folder(folder, "latency", bootstrap, BUSY)
-    bars = simulate_bars(date(2023, 1, 2), 120, seed=5).head(int((warm_up + seconds) * rate))
-    rows = bars.select("ts", "open", "high", "low", "close", "volume").rows()
+    rows = paced_rows(seconds, warm_up, rate)
     measured_from = rows[int(warm_up * rate)][0]
     since = end_offsets(bootstrap, [ORDERS])
     received: list[tuple[int, Any]] = []
@@ -210,12 +268,8 @@ def latency(
     ]
     to_sink = np.array([e["at"] - produced[e["bar_ts"]] for _, e in intents]) / 1e6
     on_topic = np.array([at - produced[e["bar_ts"]] for at, e in intents]) / 1e6
-    for name, values in (("to the sink", to_sink), ("on `orders`", on_topic)):
-        p50, p99 = np.percentile(values, [50, 99])
-        print(
-            f"latency {name:12s} over {values.size:,} intents: p50 {p50:.2f} ms, "
-            f"p99 {p99:.2f} ms, max {values.max():.2f} ms"
-        )
+    report("bar → intent past sink", to_sink, baseline)
+    report("bar → intent on orders", on_topic)
 
 
 def main() -> None:
@@ -225,13 +279,19 @@ def main() -> None:
     parser.add_argument(
         "--warm-up-seconds", type=float, default=20.0, help="at the same rate, not measured"
     )
+    parser.add_argument("--only", choices=("throughput", "latency"), help="run one part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=subdir("bench")) as folder:
         broker = KafkaBroker(Path(folder) / "kafka", port=free_port(), exit_with_parent=True)
         broker.start()
         try:
-            throughput(Path(folder), broker.bootstrap, args.days)
-            latency(Path(folder), broker.bootstrap, args.latency_seconds, args.warm_up_seconds)
+            if args.only != "latency":
+                throughput(Path(folder), broker.bootstrap, args.days)
+            if args.only != "throughput":
+                timing = (args.latency_seconds, args.warm_up_seconds)
+                baseline = kafka_baseline(broker.bootstrap, *timing)
+                report("Kafka alone (baseline)", baseline)
+                latency(Path(folder), broker.bootstrap, *timing, baseline)
         finally:
             broker.stop()
 
