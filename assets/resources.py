@@ -45,7 +45,7 @@ class BarSource(ConfigurableResource):
 
     simulation_start: str = DEMO_START.isoformat()
     simulation_days: int = SIMULATION_DAYS
-    ibkr_client_id: int | None = None  # default broker.client_id; give downloads their own
+    ibkr_client_id: int | None = None  # default broker.client_id + 3, the downloads' own
 
     def fetch(self, cfg: Config, symbol: str, first: date, last: date) -> tuple[pl.DataFrame, str]:
         """Every bar of `symbol` on the UTC days `first` … `last` from the configured source, and

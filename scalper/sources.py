@@ -52,7 +52,7 @@ def fetch_bars(
     The frame holds `BAR_SCHEMA` columns and `symbol`, plus `contract` when the source delivers
     several contracts (one row per contract and bar time). The simulator covers the window of
     sessions `simulation_start` … `+ simulation_days`; `ibkr_client_id` overrides
-    `broker.client_id` for the download (give downloads their own).
+    the downloads' own client id (`broker.client_id + 3`).
     """
     source = cfg.data.source
     if source == "simulator":

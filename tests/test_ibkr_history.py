@@ -416,7 +416,8 @@ def test_scalper_data_download_stores_the_front_series(
     stored = read_range("MES", date(2024, 3, 6), date(2024, 3, 9))
     assert stored.select(BAR_COLUMNS).equals(front_bars(market, date(2024, 3, 6), date(2024, 3, 9)))
     assert set(stored["contract"]) == {"MESH4", "MESM4"}
-    assert {r.client_id for r in gateway.historical_requests} == {9}
+    # The downloads' own client id (broker.client_id + 3): a download never takes the trader's.
+    assert {r.client_id for r in gateway.historical_requests} == {12}
     assert not list((tmp_path / "downloads").rglob("*.parquet"))
 
 
@@ -429,7 +430,7 @@ def test_scalper_data_download_without_a_gateway_is_one_line(tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"scalper: error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port} (client id 1): "
+        f"scalper: error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port} (client id 4): "
         "connection refused; is it running, with the API enabled on that port and the client "
         "id free?"
     ]

@@ -403,7 +403,7 @@ def test_an_order_ib_drops_after_accepting_it_reaches_the_engine_as_a_rejection(
 def test_client_ids_are_one_per_symbol_and_never_those_of_the_bridge_or_the_operations() -> None:
     broker = BrokerConfig(kind="ibkr", client_id=20)
     traders = [trader_client_id(broker, symbol) for symbol in INSTRUMENTS]
-    others = [role_client_id(broker, role) for role in ("bridge", "ops")]
+    others = [role_client_id(broker, role) for role in ("bridge", "ops", "history")]
     assert trader_client_id(broker, "MES") == role_client_id(broker, "trader") == 20
-    assert trader_client_id(broker, "ES") == 23 and others == [21, 22]
-    assert len(set(traders + others)) == len(INSTRUMENTS) + 2
+    assert trader_client_id(broker, "ES") == 24 and others == [21, 22, 23]
+    assert len(set(traders + others)) == len(INSTRUMENTS) + 3

@@ -41,7 +41,7 @@ def register_data(actions: argparse._SubParsersAction) -> None:
         "symbol such as MESH4",
     )
     download.add_argument(
-        "--client-id", type=int, help="IB API client id (default: broker.client_id)"
+        "--client-id", type=int, help="IB API client id (default: broker.client_id + 3)"
     )
     download.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     download.set_defaults(func=_download)

@@ -65,6 +65,7 @@ from scalper.calendar import GLOBEX_SESSION_END, SessionClock
 from scalper.config import BrokerConfig
 from scalper.errors import ScalperError
 from scalper.ibkr.connection import connect_async
+from scalper.ibkr.link import role_client_id
 from scalper.ibkr.pacing import Clock, HistoricalPacer, SystemClock
 from scalper.instruments import DEFAULT_ROLL_DAYS, MONTH_CODES, front_contract, spec
 from scalper.instruments import Contract as InstrumentContract
@@ -259,7 +260,9 @@ def download_history(
         return util.run(download_history_async(source, symbol, start, end, **options))
 
     async def connected() -> pl.DataFrame:
-        ib = await connect_async(source, client_id=client_id)
+        # Its own client id by default: a download must not take the trader's connection.
+        chosen = role_client_id(source, "history") if client_id is None else client_id
+        ib = await connect_async(source, client_id=chosen)
         try:
             return await download_history_async(ib, symbol, start, end, **options)
         finally:

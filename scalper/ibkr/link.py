@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 RECONNECT_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Pauses between connection attempts; the last one repeats for as long as it takes."""
 
-CLIENT_ID_OFFSETS = {"trader": 0, "bridge": 1, "ops": 2}
-"""IB allows one connection per client id: the trader uses `broker.client_id`, the bar bridge
-and the operations flows the ids after it (see `trader_client_id` for the stream's traders)."""
+CLIENT_ID_OFFSETS = {"trader": 0, "bridge": 1, "ops": 2, "history": 3}
+"""IB allows one connection per client id: the trader uses `broker.client_id`, the bar bridge,
+the operations flows and history downloads the ids after it (see `trader_client_id` for the
+stream's traders of other symbols)."""
 
 ReadyCallback = Callable[[IB], Awaitable[None]]
 ChangeCallback = Callable[[Connectivity, int | None], None]
@@ -94,10 +95,10 @@ def trader_client_id(broker: BrokerConfig, symbol: str) -> int:
     The scheme, with `c = broker.client_id` and `n` the symbol's place in the instruments table
     (`scalper.instruments.INSTRUMENTS`, an order that no configuration edit changes):
     the first symbol of the table (MES) trades as `c` (the `trader` role, as before there were
-    several), the bar bridge is `c + 1`, the operations flows `c + 2` (`CLIENT_ID_OFFSETS`), and
-    every other symbol `c + 2 + n` (`ES` → `c + 3`, `MNQ` → `c + 4`, ...). No two connections of
-    the system ever share an id; `scalper data download` defaults to `c` and must be given
-    another `--client-id` while the stream trades.
+    several), the bar bridge is `c + 1`, the operations flows `c + 2`, history downloads `c + 3`
+    (`CLIENT_ID_OFFSETS`), and every other symbol `c + 3 + n` (`ES` → `c + 4`, `MNQ` → `c + 5`,
+    ...). No two connections of the system ever share an id, so a download can run while the
+    stream trades.
     """
     table = list(INSTRUMENTS)
     if symbol not in table:
