@@ -7,6 +7,7 @@ fail tests for being slow, so the profile turns exactly those off and nothing el
 """
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from tests.fakes.clock import ManualClock
 from tests.fakes.tws import FakeGateway, FakeMarket
 from tests.kafka_fixtures import kafka_broker as kafka_broker
+from tests.shared import TRADING_START
 
 settings.register_profile(
     "scalper",
@@ -22,6 +24,19 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("scalper")
+
+
+@pytest.fixture(scope="module")
+def market() -> FakeMarket:
+    """The fake gateway's market: one trading day of 5-second bars (IB's real-time bar size);
+    the download tests override it with months of history."""
+    return FakeMarket(date(2024, 6, 3), 1, bar_seconds=5)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The gateway's clock, at `TRADING_START`: the market moves when a test advances it."""
+    return ManualClock(TRADING_START)
 
 
 @pytest.fixture

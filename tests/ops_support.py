@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,15 +21,13 @@ from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import read_topic
 from scalper.kafka.messages import Control, decode_control
 from scalper.kafka.topics import CONTROL, ensure_topics
-from tests.fakes.clock import ManualClock
 from tests.fakes.http_recorder import HttpRecorder
-from tests.fakes.tws import FakeGateway, FakeMarket
+from tests.fakes.tws import FakeGateway
 
 ACCOUNT = "DU5550001"
 TOKEN = "987654:TOKEN-never-shown"
 CHAT = "-1001234"
 SYMBOL = "MES"
-START = datetime(2024, 6, 3, 14, 0, tzinfo=UTC)
 CLIENT_ID = 21
 
 
@@ -82,16 +80,10 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEGRAM_CHAT_ID", CHAT)
 
 
-@pytest.fixture(scope="module")
-def market() -> FakeMarket:
-    return FakeMarket(date(2024, 6, 3), 1, bar_seconds=5)
-
-
 @pytest.fixture
-def gateway(market: FakeMarket) -> Iterator[FakeGateway]:
-    clock = ManualClock(START)
-    with FakeGateway(market, clock=clock.now, account=ACCOUNT) as gateway:
-        yield gateway
+def gateway_options() -> dict[str, Any]:
+    """conftest's fake gateway, reporting this account."""
+    return {"account": ACCOUNT}
 
 
 def make_world(

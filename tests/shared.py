@@ -11,9 +11,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+TRADING_START = datetime(2024, 6, 3, 14, 0, tzinfo=UTC)
+"""Monday 10:00 New York, entries allowed: where the fake gateway's trading tests begin."""
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CONFORMANCE = SHARED / "conformance"

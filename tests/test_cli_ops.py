@@ -27,8 +27,7 @@ from tests.fakes.tws import FakeGateway
 from tests.ops_support import ACCOUNT, SYMBOL, TOKEN, OpsWorld, make_world, trade_by_hand
 from tests.shared import assert_one_line_error, run
 
-gateway = ops_support.gateway
-market = ops_support.market
+gateway_options = ops_support.gateway_options
 secrets = ops_support.secrets
 telegram = ops_support.telegram
 

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,11 @@ from scalper.live.aggregator import BarAggregator
 from scalper.live.sink import OrderSink
 from tests.fakes.clock import ManualClock
 from tests.fakes.tws import FakeGateway, FakeMarket, In
+from tests.shared import TRADING_START
 
 SYMBOL = "MES"
 NS = 1_000_000_000
-START = datetime(2024, 6, 3, 14, 0, tzinfo=UTC)  # Monday 10:00 New York, entries allowed
+START = TRADING_START
 ACCOUNT = "DU7654321"
 SESSION_SETTINGS = {
     "strategy": {"bar_seconds": 15, "lookback": 8, "entry_z": 1.2, "exit_z": 0.3},
@@ -65,16 +66,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def gateway_options() -> dict[str, Any]:
     """The gateway reports this account (conftest's `gateway` fixture)."""
     return {"account": ACCOUNT}
-
-
-@pytest.fixture(scope="module")
-def market() -> FakeMarket:
-    return FakeMarket(date(2024, 6, 3), 1, bar_seconds=5)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
 
 
 @pytest.fixture

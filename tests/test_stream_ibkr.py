@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from scalper.live.trader import Desk, TraderState
 from scalper.live.worker import prepare_run, start_worker, stop_worker
 from tests.fakes.clock import ManualClock
 from tests.fakes.tws import FakeGateway, FakeMarket, In
+from tests.shared import TRADING_START
 from tests.stream_support import Rows, backtest_rows, inbound, ledger_rows, write_config
 
 SYMBOL = "MES"
@@ -54,7 +54,7 @@ CONTRACT = "MESM4"
 NS = 1_000_000_000
 SOURCE_SECONDS = 5
 BAR_SECONDS = 15
-START = datetime(2024, 6, 3, 14, 0, tzinfo=UTC)  # Monday 10:00 New York, entries allowed
+START = TRADING_START
 ACCOUNT = "DU7654321"
 CLIENT_ID = 11
 SESSION_MINUTES = 15
@@ -78,16 +78,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def gateway_options() -> dict[str, Any]:
     return {"account": ACCOUNT}
-
-
-@pytest.fixture(scope="module")
-def market() -> FakeMarket:
-    return FakeMarket(date(2024, 6, 3), 1, bar_seconds=SOURCE_SECONDS)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
 
 
 def ib_config(folder: Path, bootstrap: str, gateway: FakeGateway) -> str:

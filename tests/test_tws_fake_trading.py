@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 from ib_async import IB, Future, LimitOrder, MarketOrder, StopOrder
@@ -16,19 +16,10 @@ from ib_async import IB, Future, LimitOrder, MarketOrder, StopOrder
 from tests.fakes.clock import ManualClock
 from tests.fakes.tws import FakeGateway, FakeMarket, In
 from tests.fakes.tws.realtime import BAR_SECONDS
+from tests.shared import TRADING_START
 
 NS = 1_000_000_000
-START = datetime(2024, 6, 3, 14, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def market() -> FakeMarket:
-    return FakeMarket(date(2024, 6, 3), 1, bar_seconds=5)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
+START = TRADING_START
 
 
 @pytest.fixture

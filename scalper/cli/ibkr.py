@@ -30,7 +30,6 @@ def register_data(actions: argparse._SubParsersAction) -> None:
     download = actions.add_parser("download", help="download bars from IB into the store")
     download.add_argument("--start", type=iso_date, required=True, help="first UTC day")
     download.add_argument("--end", type=iso_date, required=True, help="last UTC day (included)")
-    download.add_argument("--symbol", help="instrument (default: instrument.symbol)")
     download.add_argument(
         "--bar-seconds", type=int, help="bar size in seconds (default: data.bar_seconds)"
     )
@@ -40,11 +39,17 @@ def register_data(actions: argparse._SubParsersAction) -> None:
         help="front (roll rule, default), continuous (IB's CONTFUT, recent only) or a local "
         "symbol such as MESH4",
     )
-    download.add_argument(
-        "--client-id", type=int, help="IB API client id (default: broker.client_id + 3)"
-    )
-    download.add_argument("--config", help="configuration YAML (default: built-in defaults)")
+    _add_ib_options(download, "broker.client_id + 3")
     download.set_defaults(func=_download)
+
+
+def _add_ib_options(parser: argparse.ArgumentParser, client_id_default: str) -> None:
+    """The options every IB action takes: the instrument, the API client id, the configuration."""
+    parser.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    parser.add_argument(
+        "--client-id", type=int, help=f"IB API client id (default: {client_id_default})"
+    )
+    parser.add_argument("--config", help="configuration YAML (default: built-in defaults)")
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -86,11 +91,7 @@ def register_stream(actions: argparse._SubParsersAction) -> None:
     bridge = actions.add_parser(
         "ib-bridge", help="publish IB's real-time 5-second bars of the front contract to Kafka"
     )
-    bridge.add_argument("--symbol", help="instrument (default: instrument.symbol)")
-    bridge.add_argument(
-        "--client-id", type=int, help="IB API client id (default: broker.client_id + 1)"
-    )
-    bridge.add_argument("--config", help="configuration YAML (default: built-in defaults)")
+    _add_ib_options(bridge, "broker.client_id + 1")
     bridge.set_defaults(func=_bridge)
 
 
