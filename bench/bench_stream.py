@@ -10,6 +10,9 @@ two events' `at` stamps, so process start-up and Kafka connection are excluded a
 is the sustained path Kafka → decode → trader (paper broker, engine) → risk-gated sink (ledger
 commit) → Kafka output.
 
+Decoding: the loaded messages decoded by the worker's decoder (the engine's fast path for the
+common form) and by the Python decoder alone, its baseline, in this process.
+
 Latency: bars are produced at 1 k bars/s (one every millisecond, paced by the clock, from a
 process of its own) into a running worker, each stamped with the wall clock just before
 `produce`. The first `--warm-up-seconds` (20) are not measured: a live broker and worker run
@@ -48,9 +51,11 @@ import numpy as np
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench.timing import best_of
+from scalper.kafka import messages
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.clients import admin_client
-from scalper.kafka.messages import Bar, Control, decode, encode_bar, encode_control
+from scalper.kafka.messages import Bar, Control, decode, decode_bar, encode_bar, encode_control
 from scalper.kafka.topics import ORDERS, RISK_EVENTS, TopicSpec, bars_topic
 from scalper.live.replay import wait_for_end
 from scalper.live.settings import LiveSettings
@@ -118,19 +123,35 @@ def read_events(bootstrap: str, topic: str, since: dict[tuple[str, int], int]) -
     return events
 
 
+def decoding(values: list[bytes]) -> None:
+    """The worker's bar decoding, with the engine's fast path and with the Python decoder alone
+    (its baseline, on the same messages in this process)."""
+    fast = best_of(3, lambda: [decode_bar(v) for v in values])
+    python = best_of(3, lambda: [messages._decoded(v, messages._bar) for v in values])
+    per_bar = [seconds / len(values) * 1e6 for seconds in (fast, python)]
+    print(
+        f"decoding a bar: {per_bar[0]:.2f} µs (engine fast path), {per_bar[1]:.2f} µs (Python "
+        f"decoder alone): {python / fast:.1f}× faster"
+    )
+
+
 def throughput(folder: Path, bootstrap: str, days: int) -> None:
     bars = simulate_bars(date(2023, 1, 2), days, seed=11)
     live = run_folder(folder, "throughput", bootstrap, DEFAULTS)
     since = end_offsets(bootstrap, [RISK_EVENTS, ORDERS])
     out = producer(bootstrap)
     started = time.perf_counter()
+    values = []
     for row in bars.select("ts", "open", "high", "low", "close", "volume").iter_rows():
-        produce(out, bars_topic("MES"), *encode_bar(Bar(*row, "MES")))
+        key, value = encode_bar(Bar(*row, "MES"))
+        produce(out, bars_topic("MES"), key, value)
+        values.append(value)
     end = Control("end_of_data", "MES")
     produce(out, bars_topic("MES"), *encode_control(end))
     out.flush()
     loading = time.perf_counter() - started
     print(f"loaded {bars.height:,} bars into {bars_topic('MES')} in {loading:.1f} s")
+    decoding(values[:100_000])
     with open(folder / "throughput.log", "wb") as log:
         worker = start_worker(live, log=log)
         try:

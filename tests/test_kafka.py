@@ -19,8 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.admin import ConfigResource, ConfigResourceType
+from scalper._engine import parse_plain_bar
 
 from scalper.errors import ScalperError
+from scalper.kafka import messages
 from scalper.kafka.broker import LIBS_ENV, STOP_TIMEOUT, KafkaBroker, default_libs, free_port
 from scalper.kafka.clients import admin_client, publish, read_topic, send_control
 from scalper.kafka.messages import (
@@ -227,6 +229,64 @@ def test_valid_bars_round_trip_exactly(
     key, value = encode_bar(bar)
     assert key == symbol.encode()
     assert decode_bar(value) == bar
+
+
+def python_decoded(value: bytes | None) -> Bar | str:
+    """The Python decoder alone, without the engine's fast path for the common form."""
+    return messages._decoded(value, messages._bar)
+
+
+def exactly(decoded: Bar | str) -> object:
+    """What must match to the bit: types and float representations (-0.0 is not 0.0)."""
+    return decoded if isinstance(decoded, str) else [(type(x), repr(x)) for x in decoded]
+
+
+# Numbers as JSON text in every spelling a sender may use: Python's repr, exponents, long
+# decimal expansions (rounding), integers, negative zero, out-of-range and non-finite ones.
+number_text = st.one_of(
+    finite.map(repr),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(2**64), 2**64).map(str),
+    st.tuples(st.integers(0, 10**6), st.text("0123456789", min_size=1, max_size=30)).map(
+        lambda t: f"{t[0]}.{t[1]}"
+    ),
+    st.tuples(finite, st.integers(-320, 320)).map(lambda t: f"{t[0]!r}e{t[1]}"),
+    st.sampled_from(["-0.0", "0.0", "1e400", "-1e400", "NaN", "true", "null", '"1.5"', "5000"]),
+)
+symbol_text = st.sampled_from(['"MES"', '"M\\u0045S"', '"bars.MES"', '""', '"ES"', "1", '"x' * 2])
+bar_keys = ("v", "ts", "open", "high", "low", "close", "volume", "symbol")
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([*bar_keys, "extra"]), number_text | symbol_text),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_the_fast_path_decodes_exactly_as_the_python_decoder(
+    fields_: list[tuple[str, str]], plain_first: bool
+) -> None:
+    """Whatever the message, the engine's fast path and the Python decoder agree to the bit:
+    same bar or a refusal (then the Python decoder's reason). Keys may repeat or be missing."""
+    plain = [("v", "1"), ("ts", str(T0)), ("open", "1.0"), ("high", "2.0"), ("low", "0.5"),
+             ("close", "1.5"), ("volume", "3"), ("symbol", '"MES"')]  # fmt: skip
+    pairs = [*plain, *fields_] if plain_first else fields_
+    value = ("{" + ",".join(f'"{k}": {v}' for k, v in pairs) + "}").encode()
+    assert exactly(decode_bar(value)) == exactly(python_decoded(value))
+
+
+@given(
+    st.integers(0, 2**63 - 1), finite, finite, finite, finite, st.integers(0, 2**63 - 1),
+    st.sampled_from(["MES", "ES", "MNQ", "NQ"]),
+)  # fmt: skip
+def test_the_fast_path_reads_what_the_encoder_writes(
+    ts: int, a: float, b: float, c: float, d: float, volume: int, symbol: str
+) -> None:
+    low, open_, close, high = sorted((a, b, c, d))
+    _, value = encode_bar(Bar(ts, open_, high, low, close, volume, symbol))
+    assert parse_plain_bar(value) is not None  # the common form never falls back
+    assert exactly(decode_bar(value)) == exactly(python_decoded(value))
 
 
 @given(st.binary(max_size=2000), st.text(max_size=50))

@@ -9,6 +9,7 @@ pub mod machine;
 pub mod metrics;
 pub mod params;
 pub mod sim;
+pub mod wire;
 
 #[cfg(feature = "python")]
 mod py;

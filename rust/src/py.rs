@@ -11,6 +11,7 @@ use crate::machine::{Bar, Engine, Trade};
 use crate::metrics::Metrics;
 use crate::params::{Params, Rule, NS_PER_MIN, NS_PER_SEC};
 use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
+use crate::wire;
 
 /// The keys of the flat parameter mapping built by `scalper.engine.engine_params`.
 const PARAM_KEYS: [&str; 31] = [
@@ -550,8 +551,16 @@ impl PyFillSimulator {
     }
 }
 
+/// The fields of a `bars.<symbol>` message in its common form, as a tuple in `Bar`'s order, or
+/// None for anything else (which the Python decoder then reads or explains): `crate::wire`.
+#[pyfunction]
+fn parse_plain_bar(value: &[u8]) -> Option<(i64, f64, f64, f64, f64, i64, String)> {
+    wire::parse_plain_bar(value).map(|b| (b.ts, b.open, b.high, b.low, b.close, b.volume, b.symbol))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(parse_plain_bar, m)?)?;
     m.add_function(wrap_pyfunction!(backtest, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_class::<PyEngine>()?;

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
+from scalper._engine import parse_plain_bar
 from scalper.kafka.topics import is_valid_symbol
 
 VERSION = 1
@@ -213,7 +214,16 @@ def encode_bar(bar: Bar) -> tuple[bytes, bytes]:
 
 
 def decode_bar(value: bytes | None) -> Bar | str:
-    """The bar in a message, or why it is not a valid bar (for `dead-letter`)."""
+    """The bar in a message, or why it is not a valid bar (for `dead-letter`).
+
+    The engine's `parse_plain_bar` reads the common form (what `encode_bar` writes) several
+    times faster; it returns None for anything else, which the Python decoder then reads or
+    explains. It never accepts what this decoder would not turn into the very same bar.
+    """
+    if value is not None:
+        fields = parse_plain_bar(value)
+        if fields is not None:
+            return Bar._make(fields)
     return _decoded(value, _bar)
 
 
