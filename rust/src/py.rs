@@ -555,7 +555,8 @@ impl PyFillSimulator {
 /// None for anything else (which the Python decoder then reads or explains): `crate::wire`.
 #[pyfunction]
 fn parse_plain_bar(value: &[u8]) -> Option<(i64, f64, f64, f64, f64, i64, String)> {
-    wire::parse_plain_bar(value).map(|b| (b.ts, b.open, b.high, b.low, b.close, b.volume, b.symbol))
+    wire::parse_plain_bar(value)
+        .map(|wire::WireBar { bar: b, symbol }| (b.ts, b.open, b.high, b.low, b.close, b.volume, symbol))
 }
 
 #[pymodule]

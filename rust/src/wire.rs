@@ -12,6 +12,7 @@
 //! Numbers are parsed with serde_json's `float_roundtrip`, correctly rounded as Python's
 //! `float()` is; JSON integers and floats stay apart (Python's `int` and `float`).
 
+use crate::machine::Bar;
 use serde::Deserialize;
 use serde_json::Number;
 use std::borrow::Cow;
@@ -19,15 +20,10 @@ use std::borrow::Cow;
 /// The envelope version the encoder writes (`scalper.kafka.messages.VERSION`).
 pub const VERSION: u64 = 1;
 
-/// A bar's fields, in `scalper.kafka.messages.Bar`'s order.
+/// A bar of a `bars.<symbol>` message: the engine's bar and whose it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WireBar {
-    pub ts: i64,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub volume: i64,
+    pub bar: Bar,
     pub symbol: String,
 }
 
@@ -51,18 +47,17 @@ pub fn parse_plain_bar(value: &[u8]) -> Option<WireBar> {
     if e.v.as_u64() != Some(VERSION) {
         return None;
     }
-    let bar = WireBar {
+    let bar = Bar {
         ts: integer(&e.ts)?,
         open: float(&e.open)?,
         high: float(&e.high)?,
         low: float(&e.low)?,
         close: float(&e.close)?,
         volume: integer(&e.volume)?,
-        symbol: e.symbol.into_owned(),
     };
     let ordered =
         bar.low <= bar.open && bar.open <= bar.high && bar.low <= bar.close && bar.close <= bar.high;
-    (ordered && valid_symbol(&bar.symbol)).then_some(bar)
+    (ordered && valid_symbol(&e.symbol)).then(|| WireBar { bar, symbol: e.symbol.into_owned() })
 }
 
 /// A JSON integer in `0..=i64::MAX` (Python: `type(x) is int and 0 <= x <= 2**63 - 1`).
@@ -94,10 +89,10 @@ mod tests {
 
     #[test]
     fn the_common_form_is_read() {
-        let bar = parse_plain_bar(PLAIN.as_bytes()).unwrap();
+        let WireBar { bar, symbol } = parse_plain_bar(PLAIN.as_bytes()).unwrap();
         assert_eq!(bar.ts, 1_700_000_000_000_000_000);
         assert_eq!((bar.open, bar.high, bar.low, bar.close), (5000.25, 5001.0, 4999.5, 5000.75));
-        assert_eq!((bar.volume, bar.symbol.as_str()), (12, "MES"));
+        assert_eq!((bar.volume, symbol.as_str()), (12, "MES"));
     }
 
     #[test]
