@@ -55,7 +55,7 @@ PORT = 9092
 HEAP = "1g"
 # ZGC rather than Kafka's default G1: a bar waits in the broker while the JVM is paused, and G1
 # stopped this broker for 7-11 ms every ~3 s at 1 k bars/s (young collections), which alone put
-# Kafka's own p999 near 10 ms (bench/bench_stream.py --kafka-only). ZGC collects concurrently,
+# Kafka's own p99.9 near 10 ms (the baseline of bench/bench_stream.py). ZGC collects concurrently,
 # with pauses well under a millisecond; it wants some headroom, hence a 1 GiB heap (still
 # bounded: the machine runs Dagster and the workers too).
 JVM_OPTIONS = (
