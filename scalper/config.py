@@ -350,7 +350,9 @@ class OpsConfig(Section):
     Times are local to `session.timezone` (New York by default) and the flows run on weekdays.
     `on_mismatch` decides what session open does when the broker and the ledger disagree about
     positions or open orders: `halt` stops trading until a person looks (the safe default),
-    `adopt` takes the broker's position as the truth and carries on.
+    `adopt` takes the broker's position as the truth and carries on. `supervise_worker` is
+    opt-in: the stream worker trades money, so `ops serve` starts and restarts it only when asked
+    to (and stops what it started when it stops).
     """
 
     on_mismatch: ReconcilePolicy = "halt"
@@ -362,6 +364,7 @@ class OpsConfig(Section):
     alert_throttle_seconds: int = setting(300, ge=0)  # the same alert at most once per window
     telegram_api: str = "https://api.telegram.org"
     prefect_port: int = setting(4200, ge=1, le=65_535)  # the local Prefect server
+    supervise_worker: bool = False  # `ops serve` starts (and restarts) the stream worker
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.telegram_api.startswith(("http://", "https://")):
@@ -669,8 +672,21 @@ def _to_time(value: Any) -> time:
     return time(int(match[1]), int(match[2]), int(match[3] or 0))
 
 
-_CONVERTERS = {int: _to_int, float: _to_float, str: _to_str, time: _to_time}
-_NOUNS = {int: "an integer", float: "a number", str: "a string", time: 'a time "HH:MM"'}
+def _to_bool(value: Any) -> bool:
+    # Only YAML's own true/false: a 0, 1 or "no" string in a switch is a mistake to report.
+    if not isinstance(value, bool):
+        raise _Invalid
+    return value
+
+
+_CONVERTERS = {int: _to_int, float: _to_float, str: _to_str, time: _to_time, bool: _to_bool}
+_NOUNS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    time: 'a time "HH:MM"',
+    bool: "true or false",
+}
 
 
 def _bounds_text(metadata: Mapping[str, Any]) -> str:
