@@ -1,15 +1,29 @@
-"""Session time: which trading session a UTC timestamp belongs to (SPEC §2).
+"""Session time and the exchange calendar (SPEC §2, §4.9 "Exchange calendar").
 
 Timestamps are stored in UTC, but a trading day is a New York affair: CME Globex opens at 18:00
 New York time for the *next* calendar day's session. Daily risk counters reset when the session
 date changes, so this mapping decides when a trader's daily loss limit starts afresh; it must be
 DST-correct, and the scalar and vectorized versions must agree.
+
+Which sessions trade at all, and which close early, comes from `pandas_market_calendars`
+(`exchange_schedule`). It was chosen over `exchange_calendars` (which it wraps for stock
+exchanges) because it maintains the CME's *futures* calendars by product group: `CME_Equity`
+knows the equity-index futures' holiday trading days (MLK, Presidents', Memorial, Juneteenth,
+Independence, Labor Day: 13:00 New York) and the Thanksgiving and Christmas Eve early closes,
+while `exchange_calendars`' single `CMES` calendar misses some of them (2024-06-19, 2024-07-03).
+Neither matches the CME's notices everywhere (both put the day after Thanksgiving at 13:00, the
+CME's equity futures closed at 13:15), so `session.early_closes` overrides always win.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from types import MappingProxyType
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -89,3 +103,86 @@ def with_session_columns(
         .otherwise(local_date)
     )
     return df.with_columns(session_date=session_date, local_time=local_time)
+
+
+@dataclass(frozen=True)
+class ExchangeSchedule:
+    """The exchange's departures from its regular week over a range of session dates.
+
+    `holidays` are weekday session dates without any trading; `early_closes` maps a session
+    date to the exchange's close that day, New York time. Every other weekday is a normal one.
+    """
+
+    holidays: frozenset[date] = frozenset()
+    early_closes: Mapping[date, time] = field(default_factory=lambda: MappingProxyType({}))
+
+    def close_on(self, session: date) -> time | None:
+        """The early close of `session` (New York time), or None on a normal (or holiday) day."""
+        return self.early_closes.get(session)
+
+
+def calendar_names() -> tuple[str, ...]:
+    """The calendar names the library knows, spelled (case-sensitively) as it spells them."""
+    import pandas_market_calendars as mcal
+
+    return tuple(mcal.get_calendar_names())
+
+
+def check_calendar_name(name: str) -> None:
+    """A one-line user error, with the closest names, when the library has no calendar `name`."""
+    names = calendar_names()
+    if name in names:
+        return
+    by_fold = {n.casefold(): n for n in names}
+    close = [by_fold[name.casefold()]] if name.casefold() in by_fold else []
+    close += [n for n in difflib.get_close_matches(name, names, n=3) if n not in close]
+    hint = f"did you mean {' or '.join(repr(n) for n in close)}?" if close else "e.g. 'CME_Equity'"
+    raise ScalperError(f"unknown exchange calendar {name!r}; {hint}")
+
+
+@functools.cache
+def _market_calendar(name: str) -> Any:
+    """The library's calendar object; built once per process (building one is slow)."""
+    import pandas_market_calendars as mcal
+
+    check_calendar_name(name)
+    return mcal.get_calendar(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _library_schedule(
+    name: str, start: date, end: date
+) -> tuple[frozenset[date], tuple[tuple[date, time], ...]]:
+    """Holidays and early closes (New York time) of calendar `name` for sessions in [start, end]."""
+    cal = _market_calendar(name)
+    sched = cal.schedule(start_date=start.isoformat(), end_date=end.isoformat())
+    trading = {ts.date() for ts in sched.index}
+    weekdays = (start + timedelta(days=i) for i in range((end - start).days + 1))
+    holidays = frozenset(d for d in weekdays if d.weekday() < 5 and d not in trading)
+    early = cal.early_closes(sched)
+    closes = early["market_close"].dt.tz_convert(NEW_YORK)
+    pairs = tuple(
+        (day.date(), close.time().replace(tzinfo=None))
+        for day, close in zip(early.index, closes, strict=True)
+    )
+    return holidays, pairs
+
+
+def exchange_schedule(
+    calendar: str | None, early_closes: Mapping[date, time], start: date, end: date
+) -> ExchangeSchedule:
+    """Holidays and early closes for the session dates `start`..`end` (inclusive).
+
+    From the library's calendar `calendar` (None: no calendar), with `early_closes` (the
+    configuration's `session.early_closes`) always winning, also over a library holiday. The
+    overrides are kept whatever their date, so a caller's range can never drop one.
+    """
+    holidays: frozenset[date] = frozenset()
+    closes: dict[date, time] = {}
+    if calendar is not None and start <= end:
+        holidays, pairs = _library_schedule(calendar, start, end)
+        closes.update(pairs)
+    closes.update(early_closes)
+    return ExchangeSchedule(
+        holidays=holidays - set(early_closes), early_closes=MappingProxyType(closes)
+    )
