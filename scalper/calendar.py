@@ -22,6 +22,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from importlib import resources
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,12 +37,93 @@ GLOBEX_CLOSE = time(17, 0)  # the daily maintenance break is 17:00-18:00 New Yor
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class GlobexHours:
+    """The regular CME Globex hours of the US equity-index futures (ES, MES, NQ, MNQ) for the
+    sessions from `since` (a session date, SPEC §2) on, New York time.
+
+    A session opens at 18:00 the evening before, trades until `close` (`friday_close` at the end
+    of the week; the market reopens Sunday 18:00) and pauses for each of `halts` (start, end).
+    Holidays and early closes are the exchange calendar's (`exchange_schedule`), not these.
+    """
+
+    since: date
+    close: time
+    friday_close: time
+    halts: tuple[tuple[time, time], ...] = ()
+
+
+GLOBEX_EQUITY_HOURS = (
+    # Until trade date 2012-11-16 the Globex trade date ended at 16:15 (15:15 CT) and the next one
+    # began at 16:30, with maintenance 17:30-18:00; by the 18:00 session convention used here the
+    # 16:30-17:30 hour ends the session. The week closed Friday 16:15. (These hours held since
+    # September 2005; older history is checked against them too.)
+    GlobexHours(date.min, time(17, 30), time(16, 15), ((time(16, 15), time(16, 30)),)),
+    # CME, effective Sunday 2012-11-18 for trade date 2012-11-19: close 17:15 (16:15 CT) on every
+    # day including Friday, a 16:15-16:30 halt (15:15-15:30 CT), break 17:15-18:00.
+    GlobexHours(date(2012, 11, 19), time(17, 15), time(17, 15), ((time(16, 15), time(16, 30)),)),
+    # CME Globex notice 20210621, effective trade date 2021-06-28: the 15:15-15:30 CT pause is
+    # gone; trading runs 17:00-16:00 CT, i.e. 18:00-17:00 New York, break 17:00-18:00.
+    GlobexHours(date(2021, 6, 28), GLOBEX_CLOSE, GLOBEX_CLOSE),
+)
+"""The Globex hours by date, oldest first: each entry holds until the next one's `since`. This is
+the one place that knows them; the data-quality calendar check and its gap rule read them (via
+`with_exchange_hours`), so history is checked against the hours of its own day, not today's."""
+
+
 def zone(name: str) -> ZoneInfo:
     """The IANA timezone `name`; a user error (not a KeyError or OSError) when there is none."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ScalperError(f"unknown timezone {name!r}") from None
+
+
+@functools.cache
+def _tz_database() -> tuple[frozenset[str], Mapping[str, str]]:
+    """The zones of places (`zone.tab`, `zone1970.tab`) and the aliases (alias -> zone, the `L`
+    lines of `tzdata.zi`), read from the `tzdata` package: the maintained IANA database itself,
+    not a copy of it in this code."""
+    data = resources.files("tzdata") / "zoneinfo"
+    places = {
+        line.split("\t")[2]
+        for table in ("zone.tab", "zone1970.tab")
+        for line in (data / table).read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    }
+    links = {}
+    for line in (data / "tzdata.zi").read_text(encoding="utf-8").splitlines():
+        if line.startswith("L "):
+            _, target, alias = line.split()
+            links[alias] = target
+    return frozenset(places), MappingProxyType(links)
+
+
+def zone_problem(name: str) -> str | None:
+    """Why the known zone `name` cannot carry session times, or None for the zone of a place.
+
+    Session times are a place's wall-clock times, DST included. A fixed offset (`EST`, `UTC`,
+    `Etc/GMT+5`) ignores daylight saving time, so its 16:25 is 17:25 New York all summer; a
+    POSIX rule name (`EST5EDT`) or a legacy alias (`US/Eastern`) follows today's rules only by
+    accident of the database. Either way the canonical name of the place is what to write.
+    """
+    places, links = _tz_database()
+    if name in places:
+        return None
+    target = links.get(name, name)
+    if "/" not in name or name.startswith("Etc/") or target.startswith("Etc/"):
+        tz = zone(name)
+        offsets = {tz.utcoffset(datetime(2001, month, 15)) for month in (1, 7)}
+        if len(offsets) == 1:
+            offset = datetime(2001, 1, 15, tzinfo=tz).strftime("%z")
+            what = f"a fixed offset (UTC{offset[:3]}:{offset[3:]}) without daylight saving time"
+        else:
+            what = "a POSIX rule name, not the zone of a place"
+        place = target if target in places and len(offsets) > 1 else NEW_YORK
+        return f"{what}; write the zone of a place, e.g. {place!r}"
+    if target in places:
+        return f"a legacy alias of {target!r}; write {target!r}"
+    return "not the zone of a place in the IANA database (zone.tab)"
 
 
 @dataclass(frozen=True)
@@ -128,16 +210,19 @@ def calendar_names() -> tuple[str, ...]:
     return tuple(mcal.get_calendar_names())
 
 
-def check_calendar_name(name: str) -> None:
-    """A one-line user error, with the closest names, when the library has no calendar `name`."""
+def unknown_calendar(name: str) -> str | None:
+    """Why `name` is no calendar of the library, with the closest names; None when it is one.
+
+    Names are case-sensitive, as in the library, but a wrong case is pointed out.
+    """
     names = calendar_names()
     if name in names:
-        return
+        return None
     by_fold = {n.casefold(): n for n in names}
     close = [by_fold[name.casefold()]] if name.casefold() in by_fold else []
     close += [n for n in difflib.get_close_matches(name, names, n=3) if n not in close]
     hint = f"did you mean {' or '.join(repr(n) for n in close)}?" if close else "e.g. 'CME_Equity'"
-    raise ScalperError(f"unknown exchange calendar {name!r}; {hint}")
+    return f"unknown exchange calendar; {hint}"
 
 
 @functools.cache
@@ -145,7 +230,9 @@ def _market_calendar(name: str) -> Any:
     """The library's calendar object; built once per process (building one is slow)."""
     import pandas_market_calendars as mcal
 
-    check_calendar_name(name)
+    unknown = unknown_calendar(name)
+    if unknown:
+        raise ScalperError(f"{name!r}: {unknown}")
     return mcal.get_calendar(name)
 
 
@@ -185,4 +272,89 @@ def exchange_schedule(
     closes.update(early_closes)
     return ExchangeSchedule(
         holidays=holidays - set(early_closes), early_closes=MappingProxyType(closes)
+    )
+
+
+_MINUTES_PER_DAY = 24 * 60
+_NS_PER_MINUTE = 60 * 1_000_000_000
+
+
+def _session_minute(wall: time) -> int:
+    """Minutes from the Globex open (18:00 New York the evening before) to `wall` New York."""
+    open_minute = GLOBEX_SESSION_END.hour * 60 + GLOBEX_SESSION_END.minute
+    return (wall.hour * 60 + wall.minute - open_minute) % _MINUTES_PER_DAY
+
+
+def _by_era(session_date: pl.Expr, value: Any) -> pl.Expr:
+    """`value(hours)` of the `GLOBEX_EQUITY_HOURS` entry in force on each `session_date`."""
+    expr = pl.lit(value(GLOBEX_EQUITY_HOURS[0]))
+    for hours in GLOBEX_EQUITY_HOURS[1:]:
+        expr = pl.when(session_date >= pl.lit(hours.since)).then(value(hours)).otherwise(expr)
+    return expr
+
+
+def with_exchange_hours(bars: pl.DataFrame, schedule: ExchangeSchedule) -> pl.DataFrame:
+    """`bars` plus where each bar starts relative to its session's exchange hours (minutes).
+
+    The session and the hours are the exchange's, New York time whatever zone a configuration
+    writes its own times in: the 18:00 Globex open, the `GLOBEX_EQUITY_HOURS` of the session's
+    date, and `schedule`'s holidays and early closes.
+
+    * `session_date`, `session_weekday` — the Globex session (Saturday/Sunday: outside the week);
+    * `minutes_into_session` — minutes since the session opened;
+    * `minutes_after_close` — since the regular close (≥ 0: in the daily break);
+    * `minutes_into_halt` — since the start of a daily halt the bar starts in (null: none);
+    * `halted_minutes` — halt time of the session before the bar (so a halt is never a gap);
+    * `holiday` — the session date when it is an exchange holiday (null: a trading day);
+    * `minutes_after_early_close` — since the session's early close (null: no early close).
+    """
+    frame = with_session_columns(bars, "ts", NEW_YORK, GLOBEX_SESSION_END)
+    session = pl.col("session_date")
+    open_ns = _session_minute(time(0)) * _NS_PER_MINUTE  # midnight, in session minutes
+    into = (
+        (pl.col("local_time").cast(pl.Int64) + open_ns) % (_MINUTES_PER_DAY * _NS_PER_MINUTE)
+    ) / _NS_PER_MINUTE
+    friday = session.dt.weekday() == 5
+    close = (
+        pl.when(friday)
+        .then(_by_era(session, lambda h: _session_minute(h.friday_close)))
+        .otherwise(_by_era(session, lambda h: _session_minute(h.close)))
+    )
+    slots = max(len(h.halts) for h in GLOBEX_EQUITY_HOURS)
+    halts = [
+        (
+            _by_era(
+                session, lambda h, k=k: _session_minute(h.halts[k][0]) if k < len(h.halts) else None
+            ),
+            _by_era(
+                session, lambda h, k=k: _session_minute(h.halts[k][1]) if k < len(h.halts) else None
+            ),
+        )
+        for k in range(slots)
+    ]
+    minutes = pl.col("minutes_into_session")
+    early = pl.DataFrame(
+        {
+            "session_date": list(schedule.early_closes),
+            "early_close": [_session_minute(t) for t in schedule.early_closes.values()],
+        },
+        schema={"session_date": pl.Date, "early_close": pl.Int64},
+    )
+    return (
+        frame.with_columns(minutes_into_session=into, session_weekday=session.dt.weekday())
+        .join(early, on="session_date", how="left", maintain_order="left")
+        .with_columns(
+            minutes_after_close=minutes - close,
+            minutes_into_halt=pl.coalesce(
+                pl.when((minutes >= start) & (minutes < end)).then(minutes - start)
+                for start, end in halts
+            ),
+            halted_minutes=pl.sum_horizontal(
+                pl.min_horizontal(pl.max_horizontal(minutes - start, 0), end - start).fill_null(0)
+                for start, end in halts
+            ),
+            holiday=pl.when(session.is_in(sorted(schedule.holidays))).then(session),
+            minutes_after_early_close=minutes - pl.col("early_close"),
+        )
+        .drop("early_close")
     )

@@ -23,13 +23,14 @@ detection and `to_dict()` follow from the dataclass.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import os
 import re
 import types
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import Field, dataclass, field, fields, replace
-from datetime import time
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -38,12 +39,23 @@ from zoneinfo import available_timezones
 import yaml
 from yaml.constructor import ConstructorError
 
-from scalper.calendar import zone
+from scalper.calendar import (
+    GLOBEX_CLOSE,
+    GLOBEX_SESSION_END,
+    NEW_YORK,
+    unknown_calendar,
+    zone,
+    zone_problem,
+)
 from scalper.errors import ConfigError, ScalperError
 from scalper.instruments import INSTRUMENTS
 from scalper.kafka.topics import is_valid_symbol
+from scalper.paths import use_configured_home
 
 DEFAULT_SOURCE = "<defaults>"
+PROVENANCE_KEY = "provenance"
+"""The top-level key of an overrides file (approved parameters) recording where it came from
+(`scalper.research.read_provenance`): not settings, so `load_config_with_overrides` skips it."""
 REDACTED = "***"
 
 StrategyKind = Literal["zscore", "bollinger", "rsi"]
@@ -52,6 +64,8 @@ TradingMode = Literal["paper", "live"]
 SessionTime = Literal["entry_start", "entry_end", "flatten_at", "session_end"]
 DataSource = Literal["simulator", "file", "ibkr"]
 FileFormat = Literal["normalized", "lean_zip", "eastern_csv"]
+TsUnit = Literal["auto", "s", "ms", "us", "ns"]  # of integer epoch times in a bars file
+Stamped = Literal["start", "end"]  # a bars file's times are the bar's start or its end
 FoldMode = Literal["rolling", "anchored"]
 Objective = Literal["sharpe", "sortino", "net_pnl", "profit_factor", "calmar"]
 ReconcilePolicy = Literal["halt", "adopt"]
@@ -85,7 +99,7 @@ class Section:
     """Base of the configuration sections: a frozen dataclass of defaulted, bounded settings."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        """Violations of rules between fields, as (field name, why); the first one is reported."""
+        """Violations of rules between fields, as (field name, why); every one is reported."""
         yield from ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +112,10 @@ def _plain(value: Any, metadata: Mapping[str, Any]) -> Any:
         return REDACTED
     if isinstance(value, tuple):
         return list(value)
+    if isinstance(value, Mapping):  # session.early_closes: {"YYYY-MM-DD": "HH:MM"}
+        return {_plain(k, {}): _plain(v, {}) for k, v in value.items()}
+    if isinstance(value, date):
+        return value.isoformat()
     return _format_time(value) if isinstance(value, time) else value
 
 
@@ -172,17 +190,30 @@ class SessionConfig(Section):
     entry_end: time = time(16, 15)
     flatten_at: time = time(16, 25)
     session_end: time = time(18, 0)
+    # SPEC §4.9 "Exchange calendar": the library's calendar (e.g. CME_Equity; null: none) and
+    # early closes (session date -> New York close) that always win over it.
+    calendar: str | None = None
+    early_closes: Mapping[date, time] = field(default_factory=lambda: types.MappingProxyType({}))
+    early_entry_end_minutes: int = setting(20, ge=0, le=1440)
+    early_flatten_minutes: int = setting(10, ge=0, le=1440)
 
     def seconds_of_day(self, which: SessionTime) -> int:
         """One of the session times as seconds since local midnight, the engine's unit."""
         t: time = getattr(self, which)
         return t.hour * 3600 + t.minute * 60 + t.second
 
-    def problems(self) -> Iterator[tuple[str, str]]:
+    def timezone_problem(self) -> str | None:
+        """Why `timezone` cannot carry session times (unknown, or not a place's zone), or None."""
         try:
             zone(self.timezone)
         except ScalperError:
-            yield "timezone", "unknown timezone" + _suggestion(self.timezone, available_timezones())
+            return "unknown timezone" + _suggestion(self.timezone, available_timezones())
+        return zone_problem(self.timezone)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        bad_zone = self.timezone_problem()
+        if bad_zone:
+            yield "timezone", bad_zone
         if self.entry_start >= self.entry_end:
             yield "entry_start", f"must be before entry_end ({_format_time(self.entry_end)!r})"
         if self.entry_end > self.flatten_at:
@@ -190,6 +221,14 @@ class SessionConfig(Section):
         if self.flatten_at > self.session_end:
             why = f"must not be after session_end ({_format_time(self.session_end)!r})"
             yield "flatten_at", why
+        unknown = None if self.calendar is None else unknown_calendar(self.calendar)
+        if unknown:
+            yield "calendar", unknown
+        lead = max(self.early_entry_end_minutes, self.early_flatten_minutes)
+        for day, close in self.early_closes.items():
+            if close.hour * 60 + close.minute < lead:
+                why = f"{day}: close {_format_time(close)} is not {lead} minutes after midnight"
+                yield "early_closes", why
 
 
 @dataclass(frozen=True)
@@ -242,12 +281,19 @@ class StreamConfig(Section):
     `snapshot_seconds` is Bytewax's snapshot interval: after a crash at most that much input is
     processed again (the ledger recognises the repeated orders), so a short one buys a quick
     resume for a little throughput.
+    `max_bar_age_seconds`: a live worker dead-letters a bar that closed more than this long
+    before it reached Kafka (the broker's append time, fixed in the log, so a resumed worker
+    judges a re-read bar as it did the first time), or that closes this long after it: history
+    (a replay, a backfill) never trades. IB's real-time bars arrive about a second after their
+    close; 300 s leaves room for a congested link and none for yesterday. 0 disables the check,
+    which live mode refuses.
     """
 
     symbols: tuple[str, ...] | None = None  # null: instrument.symbol alone
     source_bar_seconds: int = setting(5, ge=1)
     workers: int = setting(1, ge=1)  # Bytewax workers per process
     snapshot_seconds: int = setting(1, ge=1)
+    max_bar_age_seconds: int = setting(300, ge=0)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         symbols = self.symbols or ()
@@ -285,6 +331,11 @@ class DataConfig(Section):
     source: DataSource = "simulator"
     path: str | None = None  # file source: one file or a folder of files
     format: FileFormat = "normalized"
+    # How to read the files' times (`scalper.bars.BarFileSpec`): the column (null: the format's
+    # own), the unit of epoch integers (auto: by magnitude), bar start or end (null: start, checked)
+    ts_column: str | None = None
+    ts_unit: TsUnit = "auto"
+    stamped: Stamped | None = None
     bar_seconds: int = setting(60, ge=1)  # the bar size kept in the store
     seed: int = setting(7, ge=0)  # simulator
     start_price: float = setting(5000.0, gt=0)  # simulator
@@ -372,6 +423,18 @@ class OpsConfig(Section):
 
 
 @dataclass(frozen=True)
+class PathsConfig(Section):
+    """Where the data directory is (`scalper.paths`): `home`, absolute (`~` allowed), or null
+    for the platform's user data folder; the environment variable `SCALPER_HOME` wins over it."""
+
+    home: str | None = None
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.home is not None and not Path(self.home).expanduser().is_absolute():
+            yield "home", "must be an absolute path (a relative one differs per working directory)"
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration. Build it with `load_config` or `config_from_dict`.
 
@@ -391,6 +454,7 @@ class Config:
     research: ResearchConfig = field(default_factory=ResearchConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     source: str = DEFAULT_SOURCE
     warnings: tuple[str, ...] = ()
 
@@ -417,7 +481,8 @@ SECTIONS: Mapping[str, type[Section]] = _section_types()
 def _raw_default(f: Field[Any]) -> Any:
     if f.metadata.get("env"):
         return "${" + f.metadata["env"] + "}"
-    return _plain(f.default, {})
+    default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+    return _plain(default, {})
 
 
 DEFAULTS: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
@@ -532,32 +597,52 @@ class _Unset:
 
 @dataclass(frozen=True)
 class _Reporter:
-    """Formats issues as `file: key = value: why`, redacting secrets and naming unset variables."""
+    """Formats issues as `file: key = value: why`, redacting secrets and naming unset variables,
+    and collects the problems of a file so that all of them are reported at once (`check`).
+
+    A key is reported once: a value that failed its type is not judged again by the rules between
+    fields or the safety rules, which saw its default in its place (`reported`).
+    """
 
     source: str
     unset: Mapping[str, _Unset]
+    problems: list[str] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)
 
-    def line(self, issue: _Issue, suffix: str = "") -> str:
-        head = f"{self.source}: {issue.path}"
+    def describe(self, issue: _Issue, suffix: str = "") -> str:
+        """`key = value: why`, without the file."""
         unset = self.unset.get(issue.path)
         note = (
             f" (environment variable {', '.join(unset.names)} is unset or empty)" if unset else ""
         )
         if issue.value is _NO_VALUE:
-            return f"{head}: {issue.why}{suffix}"
+            return f"{issue.path}: {issue.why}{suffix}"
         if unset and issue.value in (None, ""):
             shown = unset.raw
         elif issue.value is not None and issue.path in _SECRET_KEYS:
             shown = REDACTED
         else:
             shown = _show(issue.value)
-        return f"{head} = {shown}: {issue.why}{note}{suffix}"
+        return f"{issue.path} = {shown}: {issue.why}{note}{suffix}"
 
-    def error(self, issue: _Issue, suffix: str = "") -> ConfigError:
-        return ConfigError(self.line(issue, suffix))
+    def line(self, issue: _Issue, suffix: str = "") -> str:
+        return f"{self.source}: {self.describe(issue, suffix)}"
+
+    def add(self, issue: _Issue, suffix: str = "") -> None:
+        """Records a problem, unless its key already has one."""
+        if issue.path not in self.reported:
+            self.reported.add(issue.path)
+            self.problems.append(self.line(issue, suffix))
+
+    def check(self) -> None:
+        """Raises every problem recorded so far as one `ConfigError`, a line each."""
+        if self.problems:
+            raise ConfigError(*self.problems)
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Mapping):
+        value = _plain(value, {})
     if isinstance(value, time):
         value = _format_time(value)
     if value is None:
@@ -584,15 +669,17 @@ def _check_keys(data: Any, report: _Reporter) -> dict[str, Mapping[str, Any]]:
     for name, body in data.items():
         if name not in SECTIONS:
             why = "unknown section" + _suggestion(str(name), tuple(SECTIONS))
-            raise report.error(_Issue(str(name), _NO_VALUE, why))
+            report.add(_Issue(str(name), _NO_VALUE, why))
+            continue
         if body is not None and not isinstance(body, Mapping):
-            raise report.error(_Issue(name, body, "must be a mapping of settings"))
+            report.add(_Issue(name, body, "must be a mapping of settings"))
+            continue
         valid = tuple(f.name for f in fields(SECTIONS[name]))
         for key in body or {}:
             if key not in valid:
                 why = "unknown key" + _suggestion(str(key), valid)
-                raise report.error(_Issue(f"{name}.{key}", _NO_VALUE, why))
-        overrides[name] = body or {}
+                report.add(_Issue(f"{name}.{key}", _NO_VALUE, why))
+        overrides[name] = {k: v for k, v in (body or {}).items() if k in valid}
     return overrides
 
 
@@ -633,7 +720,7 @@ def _substitute(
         unset[path] = _Unset(value, missing)
     if "${" in resolved:
         why = "malformed placeholder; write ${VAR} or ${VAR:-default}"
-        raise report.error(_Issue(path, value, why))
+        report.add(_Issue(path, value, why))
     return _yaml_scalar(resolved) if _PLACEHOLDER.fullmatch(value) else resolved
 
 
@@ -721,6 +808,8 @@ def _convert(value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
         raise _Invalid("must be set")
     if get_origin(kind) is tuple:
         return _convert_sequence(value, get_args(kind)[0], metadata)
+    if get_origin(kind) is Mapping:
+        return _convert_mapping(value, *get_args(kind))
     if get_origin(kind) is Literal:
         choices = get_args(kind)
         if value not in choices:
@@ -746,6 +835,40 @@ def _convert_sequence(value: Any, item: Any, metadata: Mapping[str, Any]) -> tup
     return tuple(_convert(v, item, metadata) for v in items)
 
 
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _to_date(value: Any) -> date:
+    # YAML reads an unquoted 2024-11-28 as a date, a quoted one as a string: both mean the same.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not (isinstance(value, str) and _DATE.match(value)):
+        raise _Invalid
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _Invalid from None
+
+
+def _convert_mapping(value: Any, key: Any, item: Any) -> types.MappingProxyType[Any, Any]:
+    """A `Mapping[date, time]` field (`session.early_closes`), read-only; errors name the key."""
+    if not isinstance(value, Mapping):
+        raise _Invalid('must be a mapping of "YYYY-MM-DD": "HH:MM"')
+    converters = {date: (_to_date, 'a date "YYYY-MM-DD"'), time: (_to_time, _NOUNS[time])}
+    (to_key, key_noun), (to_item, item_noun) = converters[key], converters[item]
+    out = {}
+    for k, v in value.items():
+        try:
+            converted = to_key(k)
+        except _Invalid:
+            raise _Invalid(f"key {_show(k)} must be {key_noun}") from None
+        try:
+            out[converted] = to_item(v)
+        except _Invalid:
+            raise _Invalid(f"{_show(k)}: {_show(v)} must be {item_noun}") from None
+    return types.MappingProxyType(dict(sorted(out.items())))
+
+
 @cache
 def _hints(section: type[Section]) -> dict[str, Any]:
     return get_type_hints(section)
@@ -754,18 +877,18 @@ def _hints(section: type[Section]) -> dict[str, Any]:
 def _build_section(
     name: str, section: type[Section], values: Mapping[str, Any], report: _Reporter
 ) -> Section:
+    """The section from its merged values; a value that does not fit is reported and its default
+    takes its place, so that the rest of the file is still checked."""
     hints = _hints(section)
     kwargs = {}
     for f in fields(section):
         try:
             kwargs[f.name] = _convert(values[f.name], hints[f.name], f.metadata)
         except _Invalid as exc:
-            raise report.error(_Issue(f"{name}.{f.name}", values[f.name], str(exc))) from None
+            report.add(_Issue(f"{name}.{f.name}", values[f.name], str(exc)))
     built = section(**kwargs)
-    problem = next(built.problems(), None)
-    if problem is not None:
-        key, why = problem
-        raise report.error(_Issue(f"{name}.{key}", getattr(built, key), why))
+    for key, why in built.problems():
+        report.add(_Issue(f"{name}.{key}", getattr(built, key), why))
     return built
 
 
@@ -775,7 +898,6 @@ def _build_section(
 _IB_PAPER_PORTS = {4002: "IB Gateway paper-trading", 7497: "TWS paper-trading"}
 _IB_LIVE_PORTS = {4001: "IB Gateway live-trading", 7496: "TWS live-trading"}
 _IB_PAPER_ACCOUNT_PREFIXES = ("DU", "DF")  # individual and advisor paper accounts
-_CME_DAILY_HALT = time(17, 0)  # Globex stops 17:00-18:00 New York: nothing can be flattened then
 _CAPITAL_TICKS_PER_CONTRACT = 400
 """Capital per contract, in ticks of adverse move it must absorb: 400 ticks is 100 points on MES
 (about 2% of the S&P 500, a bad day), i.e. $500 per MES contract."""
@@ -819,11 +941,20 @@ def _live_requirements(cfg: Config) -> Iterator[_Issue]:
     if not cfg.alerts.has_channel:
         why = "no alert channel (telegram_token with telegram_chat, or webhook): halts go unseen"
         yield _Issue("alerts", _NO_VALUE, why)
+    if cfg.session.calendar is None:
+        why = (
+            "no exchange calendar (e.g. CME_Equity): on an early-close day the market closes "
+            "before flatten_at and a position rides over the holiday"
+        )
+        yield _Issue("session.calendar", None, why)
 
 
 def _risk_hazards(cfg: Config) -> Iterator[_Issue]:
     """Unsafe risk, session and instrument settings: errors live, warnings in paper mode."""
     risk = cfg.risk
+    if cfg.stream.max_bar_age_seconds == 0:
+        why = "no bar age limit: the live worker would trade on history published to bars.<symbol>"
+        yield _Issue("stream.max_bar_age_seconds", 0, why)
     if risk.daily_loss_limit == 0:
         yield _Issue("risk.daily_loss_limit", risk.daily_loss_limit, "no daily loss limit")
     if risk.kill_switch_loss == 0:
@@ -881,27 +1012,144 @@ def _oversized_position(cfg: Config) -> Iterator[_Issue]:
 
 
 def _session_hazards(session: SessionConfig) -> Iterator[_Issue]:
-    """End-of-day flatten that can never happen (the CME halt is checked for New York times)."""
-    if session.timezone == "America/New_York" and session.flatten_at >= _CME_DAILY_HALT:
-        why = "in the CME daily halt (17:00-18:00 New York): positions are never flattened"
-        yield _Issue("session.flatten_at", session.flatten_at, why)
-    elif session.flatten_at == session.session_end:
+    """Session times the exchange's day defeats, judged in the exchange's own time.
+
+    The CME's day is New York's: Globex closes at 17:00 (the daily halt, nothing can be
+    flattened until 18:00) and opens the next session at 18:00. Times written in another zone are
+    converted on every day of the year ahead, because a zone's distance from New York changes on
+    the days their DST rules differ (London: twice a year); a time that breaks a rule on any of
+    those days is a hazard. An unknown zone (an error of its own) cannot be judged.
+    """
+    try:
+        zone(session.timezone)
+    except ScalperError:
+        return
+    clashes = _exchange_clashes(
+        session.timezone,
+        session.entry_start,
+        session.entry_end,
+        session.flatten_at,
+        session.session_end,
+        date.today(),
+    )
+    for key, why in clashes:
+        yield _Issue(f"session.{key}", getattr(session, key), why)
+    if "flatten_at" not in dict(clashes) and session.flatten_at == session.session_end:
         why = "equals session_end: no end-of-day flatten, positions are carried overnight"
         yield _Issue("session.flatten_at", session.flatten_at, why)
 
 
-def _apply_safety_rules(cfg: Config, report: _Reporter) -> Config:
-    """`cfg` with its warnings, or the first error for a setting refused in its mode."""
-    leak = next(_real_money_from_paper_mode(cfg), None)
-    if leak is not None:
-        raise report.error(leak)
+_EXCHANGE_CLOSE = f"the CME daily close ({_format_time(GLOBEX_CLOSE)} New York)"
+
+
+@cache
+def _exchange_clashes(
+    timezone: str,
+    entry_start: time,
+    entry_end: time,
+    flatten_at: time,
+    session_end: time,
+    first_day: date,
+) -> tuple[tuple[str, str], ...]:
+    """(key, why) for each session time that, on some day of the 366 from `first_day`, lets an
+    entry in after the exchange's close, flattens at or after it, or rolls the session date
+    elsewhere than at the Globex open. Cached: research checks hundreds of parameter sets."""
+    local, new_york = zone(timezone), zone(NEW_YORK)
+    times = {
+        "entry_start": entry_start,
+        "entry_end": entry_end,
+        "flatten_at": flatten_at,
+        "session_end": session_end,
+    }
+    failing: dict[str, list[datetime]] = {}  # key -> its New York time on each failing day
+    for offset in range(366):
+        day = first_day + timedelta(days=offset)
+        at = {
+            k: datetime.combine(day, t, tzinfo=local).astimezone(new_york) for k, t in times.items()
+        }
+        opened = at["entry_start"]
+        next_close_day = opened.date() + timedelta(days=opened.time() >= GLOBEX_SESSION_END)
+        close = datetime.combine(next_close_day, GLOBEX_CLOSE, tzinfo=new_york)
+        if at["entry_end"] > close:
+            failing.setdefault("entry_end", []).append(at["entry_end"])
+        if at["flatten_at"] >= close:
+            failing.setdefault("flatten_at", []).append(at["flatten_at"])
+        if at["session_end"].time() != GLOBEX_SESSION_END:
+            failing.setdefault("session_end", []).append(at["session_end"])
+    clashes = []
+    for key, seen in failing.items():
+        if key == "entry_end":
+            why = f"entries are allowed after {_EXCHANGE_CLOSE}"
+        elif key == "flatten_at" and seen[0].time() >= GLOBEX_SESSION_END:
+            why = f"after {_EXCHANGE_CLOSE}: positions are carried through the close"
+        elif key == "flatten_at":
+            halt = f"{_format_time(GLOBEX_CLOSE)}-{_format_time(GLOBEX_SESSION_END)} New York"
+            why = f"in the CME daily halt ({halt}): positions are never flattened"
+        else:
+            why = (
+                f"the session date rolls away from the Globex open "
+                f"({_format_time(GLOBEX_SESSION_END)} New York): session dates and daily "
+                "limits reset at the wrong time"
+            )
+        clashes.append((key, why + _in_new_york(times[key], timezone, seen)))
+    return tuple(clashes)
+
+
+def _in_new_york(written: time, timezone: str, seen: list[datetime]) -> str:
+    """Where a local time falls in New York on the failing days `seen`, for a message."""
+    if all(t.time() == written for t in seen):
+        return ""  # written in New York time (or in a zone that agrees on these days)
+    first = seen[0]
+    days = "every day" if len(seen) >= 366 else f"on {len(seen)} days a year, e.g. {first:%Y-%m-%d}"
+    return f" ({_format_time(written)} {timezone} is {first:%H:%M} New York {days})"
+
+
+def _mode_issues(cfg: Config) -> tuple[list[tuple[_Issue, str]], list[_Issue]]:
+    """The safety rules of `cfg`'s mode: its errors (each with what makes it one) and warnings.
+
+    The one place that says what a mode refuses: the loader applies it to a file, research to
+    every parameter set it may approve (`refusals`), so the gate never approves what the trading
+    day's loader will refuse.
+    """
+    errors = [(issue, "") for issue in _real_money_from_paper_mode(cfg)]
     if cfg.broker.is_live:
-        hazard = next(_live_requirements(cfg), None) or next(_risk_hazards(cfg), None)
-        if hazard is not None:
-            raise report.error(hazard, "; refused in live mode")
-        return cfg
-    warnings = tuple(report.line(i, "; an error in live mode") for i in _risk_hazards(cfg))
-    return replace(cfg, warnings=warnings)
+        live = itertools.chain(_live_requirements(cfg), _risk_hazards(cfg))
+        return errors + [(issue, "; refused in live mode") for issue in live], []
+    return errors, list(_risk_hazards(cfg))
+
+
+def _apply_safety_rules(cfg: Config, report: _Reporter) -> Config:
+    """`cfg` with its warnings; its errors go to `report`."""
+    errors, warnings = _mode_issues(cfg)
+    for issue, suffix in errors:
+        report.add(issue, suffix)
+    lines = tuple(report.line(i, "; an error in live mode") for i in warnings)
+    return replace(cfg, warnings=lines)
+
+
+def refusals(candidate: Config, base: Config | None = None) -> tuple[str, ...]:
+    """Why the loader would refuse `candidate` in its mode (`key = value: why`), empty if never.
+
+    `candidate` is a validated configuration with some settings replaced, e.g. a research
+    parameter set applied to the trader's file: the rules between a section's fields and the
+    safety rules of the mode are checked exactly as `load_config` checks a file. With `base` (the
+    file the candidate came from), a paper-mode candidate is also refused for a hazard `base`
+    does not have: paper mode tolerates a hazard the trader chose, but research must not bring in
+    a new one, which would be an error the day the configuration goes live.
+    """
+    report = _Reporter(candidate.source, {})
+    found = [
+        (_Issue(f"{name}.{key}", getattr(getattr(candidate, name), key), why), "")
+        for name in SECTIONS
+        for key, why in getattr(candidate, name).problems()
+    ]
+    errors, warnings = _mode_issues(candidate)
+    found += errors
+    if base is not None and warnings:
+        tolerated = {issue.path for issue in _mode_issues(base)[1]}
+        new = "; a hazard the configuration does not have (an error in live mode)"
+        found += [(issue, new) for issue in warnings if issue.path not in tolerated]
+    return tuple(report.describe(issue, suffix) for issue, suffix in found)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -926,7 +1174,9 @@ def config_from_dict(
         name: _build_section(name, section, merged[name], report)
         for name, section in SECTIONS.items()
     }
-    return _apply_safety_rules(Config(**sections, source=source), report)
+    cfg = _apply_safety_rules(Config(**sections, source=source), report)
+    report.check()
+    return cfg
 
 
 def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None) -> Config:
@@ -939,7 +1189,9 @@ def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None
         return config_from_dict({}, env=env)
     source = str(path)
     data = _read_yaml(Path(path), source)
-    return config_from_dict({} if data is None else data, source=source, env=env)
+    cfg = config_from_dict({} if data is None else data, source=source, env=env)
+    use_configured_home(cfg.paths.home, source)  # the process's data directory (scalper.paths)
+    return cfg
 
 
 def load_config_with_overrides(
@@ -955,6 +1207,10 @@ def load_config_with_overrides(
     for name in (path, overrides):
         source = DEFAULT_SOURCE if name is None else str(name)
         data = None if name is None else _read_yaml(Path(name), source)
-        parts.append(_check_keys({} if data is None else data, _Reporter(source, {})))
+        if name is overrides and isinstance(data, Mapping):  # where approved params came from
+            data = {k: v for k, v in data.items() if k != PROVENANCE_KEY}
+        report = _Reporter(source, {})
+        parts.append(_check_keys({} if data is None else data, report))
+        report.check()
     source = f"{path if path is not None else DEFAULT_SOURCE} with {overrides}"
     return config_from_dict(_deep_merge(*parts), source=source, env=env)

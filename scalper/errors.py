@@ -14,7 +14,15 @@ class ScalperError(Exception):
 
 
 class ConfigError(ScalperError):
-    """The configuration file is invalid (names file, key, value and why)."""
+    """The configuration file is invalid: one line per problem (file, key, value and why).
+
+    A file is reported whole, every problem at once, so a trader fixes it in one edit instead of
+    one run per mistake; `problems` holds the lines, the message joins them.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class DataError(ScalperError):

@@ -64,9 +64,34 @@ def test_config_check_rejects_an_unknown_key_in_one_line(tmp_path: Path) -> None
 
 def test_live_mode_with_a_paper_port_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "live.yaml"
-    cfg.write_text("broker: {kind: ibkr, mode: live, port: 4002, account: U1234567}\n")
+    cfg.write_text(
+        "broker: {kind: ibkr, mode: live, port: 4002, account: U1234567}\n"
+        "risk: {stop_loss_ticks: 8}\nalerts: {webhook: 'https://hooks.example.com/x'}\n"
+        "session: {calendar: CME_Equity}\n"
+    )
     proc = run("config", "check", str(cfg))
-    assert_one_line_error(proc, "live.yaml", "broker")
+    assert_one_line_error(proc, "live.yaml", "broker.port = 4002")
+
+
+def test_config_check_reports_every_problem_of_a_file_a_line_each(tmp_path: Path) -> None:
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text(
+        "broker: {kind: ibkr, mode: live, port: 4001, account: U1234567}\n"
+        "risk: {stop_loss_ticks: 8, postion_size: 2}\nalerts: {webhook: 'https://hooks.example.com/x'}\n"
+        "session: {calendar: CME_Equity, timezone: America/Chicago}\n"
+    )
+    proc = run("config", "check", str(cfg))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith(f"scalper: error: {cfg}: ") for line in lines), proc.stderr
+    keys = [line.removeprefix(f"scalper: error: {cfg}: ").split(" ")[0] for line in lines]
+    assert keys == [
+        "risk.postion_size:",
+        "session.entry_end",
+        "session.flatten_at",
+        "session.session_end",
+    ]
 
 
 def test_demo_runs_on_embedded_defaults(

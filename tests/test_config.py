@@ -63,6 +63,10 @@ SPEC_DEFAULTS = {
         "entry_end": "16:15",
         "flatten_at": "16:25",
         "session_end": "18:00",
+        "calendar": None,
+        "early_closes": {},
+        "early_entry_end_minutes": 20,
+        "early_flatten_minutes": 10,
     },
     "costs": {"commission_per_side": 0.42, "slippage_ticks": 1},
     "broker": {
@@ -90,6 +94,7 @@ LIVE: dict[str, dict[str, Any]] = {
     "broker": {"kind": "ibkr", "mode": "live", "port": 4001, "account": ACCOUNT},
     "risk": {"stop_loss_ticks": 8},
     "alerts": {"webhook": WEBHOOK},
+    "session": {"calendar": "CME_Equity"},
 }
 
 
@@ -457,7 +462,15 @@ HAZARDS = [
     ),
     pytest.param({"session": {"flatten_at": "17:00"}}, "session.flatten_at", id="flatten-in-halt"),
     pytest.param(
-        {"session": {"session_end": "16:25"}}, "session.flatten_at", id="no-flatten-window"
+        {"session": {"flatten_at": "18:00"}}, "session.flatten_at", id="flatten-after-close"
+    ),
+    pytest.param(
+        {"session": {"session_end": "19:00"}}, "session.session_end", id="roll-off-the-open"
+    ),
+    pytest.param(
+        {"session": {"timezone": "America/Chicago", "session_end": "17:00", "entry_end": "15:15"}},
+        "session.flatten_at",
+        id="chicago-flatten-in-halt",
     ),
     pytest.param({"instrument": {"symbol": "XYZ"}}, "instrument.symbol", id="unknown-instrument"),
     pytest.param(
@@ -492,6 +505,137 @@ def test_stop_exactly_within_daily_limit_is_accepted() -> None:
     assert cfg.warnings == ()
 
 
+# --- session times, judged in the exchange's own time -------------------------------------------
+
+
+def problems_of(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every problem line of a refused configuration (each names the file)."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "c.yaml", env={})
+    assert all(line.startswith("c.yaml: ") for line in info.value.problems)
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+def test_default_times_in_chicago_are_refused_live_in_new_york_time() -> None:
+    # 16:15 / 16:25 / 18:00 Chicago are 17:15 / 17:25 / 19:00 New York, every day of the year.
+    lines = problems_of(merged(LIVE, {"session": {"timezone": "America/Chicago"}}))
+    assert [line.split(" =")[0] for line in lines] == [
+        "c.yaml: session.entry_end",
+        "c.yaml: session.flatten_at",
+        "c.yaml: session.session_end",
+    ]
+    assert "16:25 America/Chicago is 17:25 New York every day" in lines[1]
+    assert "CME daily halt" in lines[1]
+    assert "Globex open" in lines[2]
+    assert all(line.endswith("refused in live mode") for line in lines)
+
+
+def test_chicago_times_that_match_the_exchange_day_are_accepted_live() -> None:
+    chicago = {
+        "timezone": "America/Chicago",
+        "entry_start": "08:30",
+        "entry_end": "15:15",
+        "flatten_at": "15:25",
+        "session_end": "17:00",
+    }
+    cfg = config_from_dict(merged(LIVE, {"session": chicago}), env={})
+    assert cfg.warnings == ()
+
+
+def test_a_zone_whose_dst_differs_is_checked_on_every_day_of_the_year() -> None:
+    # 21:25 London is 16:25 New York most of the year, but 17:25 in the weeks of March and
+    # October/November when one city has changed its clocks and the other not yet.
+    london = {
+        "timezone": "Europe/London",
+        "entry_start": "14:30",
+        "entry_end": "20:45",
+        "flatten_at": "21:25",
+        "session_end": "23:00",
+    }
+    cfg = config_from_dict({"session": london}, "paper.yaml", env={})
+    flatten, roll = cfg.warnings
+    assert flatten.startswith("paper.yaml: session.flatten_at = '21:25': in the CME daily halt")
+    assert "21:25 Europe/London is 17:25 New York on " in flatten
+    assert "days a year" in flatten
+    assert roll.startswith("paper.yaml: session.session_end = '23:00'")
+
+
+@pytest.mark.parametrize(
+    ("timezone", "fragments"),
+    [
+        ("EST", ["fixed offset (UTC-05:00)", "'America/New_York'"]),
+        ("MST", ["fixed offset (UTC-07:00)"]),
+        ("HST", ["fixed offset (UTC-10:00)"]),
+        ("UTC", ["fixed offset (UTC+00:00)"]),
+        ("Etc/GMT+5", ["fixed offset (UTC-05:00)"]),
+        ("EST5EDT", ["POSIX rule name", "'America/New_York'"]),
+        ("CST6CDT", ["POSIX rule name", "'America/Chicago'"]),
+        ("US/Eastern", ["legacy alias", "'America/New_York'"]),
+        ("US/Central", ["legacy alias", "'America/Chicago'"]),
+        ("Canada/Eastern", ["legacy alias", "'America/Toronto'"]),
+    ],
+)
+def test_fixed_offset_and_legacy_zone_names_are_errors(timezone: str, fragments: list[str]) -> None:
+    message = error_from_dict({"session": {"timezone": timezone}})
+    assert message.startswith(f"c.yaml: session.timezone = {timezone!r}: ")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_a_legacy_zone_is_still_judged_in_exchange_time() -> None:
+    # The issue's case: US/Eastern with flatten_at 17:30 passed silently.
+    lines = problems_of(
+        merged(LIVE, {"session": {"timezone": "US/Eastern", "flatten_at": "17:30"}})
+    )
+    assert lines[0].startswith("c.yaml: session.timezone = 'US/Eastern': a legacy alias")
+    assert lines[1].startswith("c.yaml: session.flatten_at = '17:30': in the CME daily halt")
+
+
+def test_flatten_at_session_end_off_the_roll_reports_both() -> None:
+    cfg = config_from_dict({"session": {"session_end": "16:25"}}, "paper.yaml", env={})
+    roll, flatten = cfg.warnings
+    assert roll.startswith("paper.yaml: session.session_end = '16:25'")
+    assert flatten.startswith("paper.yaml: session.flatten_at = '16:25': equals session_end")
+
+
+# --- every problem of a file at once ------------------------------------------------------------
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        risk: {position_size: x, stop_loss_ticks: 0, daily_los_limit: 5}
+        strategy: {exit_z: 3.0}
+        session: {timezone: EST}
+        broker: {kind: ibkr, mode: live, port: 4002, account: U1234567}
+        alerts: {webhook: "${HOOK"}
+        colour: blue
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    lines = info.value.problems
+    keys = [line.removeprefix(f"{path}: ").split(" ")[0].rstrip(":") for line in lines]
+    assert keys == [
+        "risk.daily_los_limit",
+        "colour",
+        "alerts.webhook",
+        "strategy.exit_z",
+        "risk.position_size",
+        "session.timezone",
+        "broker.port",
+        "risk.stop_loss_ticks",
+        "session.calendar",
+        # 16:15, 16:25 and 18:00 in the fixed UTC-5 are an hour later in New York all summer
+        "session.entry_end",
+        "session.flatten_at",
+        "session.session_end",
+    ]
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
 LIVE_REQUIREMENTS = [
     pytest.param({"broker": {"kind": "paper"}}, "broker.kind", id="paper-broker"),
     pytest.param({"broker": {"port": 4002}}, "broker.port = 4002", id="gateway-paper-port"),
@@ -501,6 +645,7 @@ LIVE_REQUIREMENTS = [
     pytest.param({"broker": {"account": "DU1234567"}}, "broker.account = ***", id="du-account"),
     pytest.param({"risk": {"stop_loss_ticks": 0}}, "risk.stop_loss_ticks = 0", id="no-stop"),
     pytest.param({"alerts": {"webhook": None}}, "alerts", id="no-alerts"),
+    pytest.param({"session": {"calendar": None}}, "session.calendar = null", id="no-calendar"),
 ]
 
 
@@ -622,3 +767,13 @@ def test_research_grid_axes_are_lists_or_one_value(tmp_path: Path) -> None:
 )
 def test_research_settings_are_checked(research: dict[str, Any], message: str) -> None:
     assert message in error_from_dict({"research": research})
+
+
+def test_live_mode_requires_a_bar_age_limit_and_paper_mode_warns_without_one() -> None:
+    # Issue 10 item 2: with no limit a live worker trades on any history published to it.
+    no_limit = {"stream": {"max_bar_age_seconds": 0}}
+    message = error_from_dict(merged(LIVE, no_limit))
+    assert "stream.max_bar_age_seconds = 0" in message and "trade on history" in message
+    paper = config_from_dict(no_limit, "c.yaml", env={})
+    assert any("stream.max_bar_age_seconds" in warning for warning in paper.warnings)
+    assert config_from_dict({}, "c.yaml", env={}).stream.max_bar_age_seconds == 300

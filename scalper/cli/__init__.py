@@ -6,12 +6,16 @@ dependencies (Dagster, Great Expectations, Bytewax, Kafka clients) lazily, insid
 library modules never import an orchestrator, and `scalper --help` stays fast.
 
 User mistakes raise `ScalperError`, which `main` prints as one line (`scalper: error: ...`) with a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback. Output piped into a reader that stops early (`| head`) ends the
+command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -46,13 +50,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scalper` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not ours to hide
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except ScalperError as exc:
-        print(f"scalper: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a ConfigError lists every problem
+            print(f"scalper: error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("scalper: interrupted", file=sys.stderr)
         return 130
+
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+"""What a shell reports for a program ended by SIGPIPE (`scalper backtest ... | head`)."""
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reader is gone (`| head` has exited).
+
+    The standard SIGPIPE default (die at once) is not used: it would also kill a command at the
+    first write to a closed socket (IB, Kafka), where an error must be handled, not a silence.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced (tests) or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush of what is still
+    buffered cannot print "Exception ignored ... BrokenPipeError" on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
