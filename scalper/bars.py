@@ -10,21 +10,37 @@ Bad data is never dropped or repaired: `validate_bars` stops at the first offend
 a one-line `DataError` naming the file, the line and the reason, because a backtest on silently
 "fixed" data gives numbers nobody can trust. All checks are polars expressions evaluated in one
 pass, so a year of 1-minute bars validates in a few tens of milliseconds.
+
+Files from elsewhere are ambiguous in two ways a reader must never guess silently, because both
+give bars that look fine and trade wrong (`BarFileSpec` says how to read a file):
+
+* **the unit of integer epoch times** — seconds, milliseconds, microseconds or nanoseconds. The
+  unit is known from the size of the numbers for the dates this system can meet: 2001-09-09 to
+  2286-11-20 is 1e9 to 1e10 in seconds, 1e12 to 1e13 in ms, 1e15 to 1e16 in us, and from 1e18
+  in ns (int64 nanoseconds end in 2262). A value outside those ranges, or a column mixing two of
+  them, is refused with the fix (`--ts-unit`), never read as nanoseconds of 1970.
+* **whether a bar is stamped at its start (SPEC §3) or its end** — an end-stamped file read as
+  starts shifts every bar one bar early: the engine would trade on a bar before it closed. See
+  `to_bar_starts`: a file that looks end-stamped is refused unless declared (`--stamped end`
+  shifts it back one bar).
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from scalper.config import DataConfig, Stamped, TsUnit
 from scalper.errors import DataError
 from scalper.files import atomic_write
 
@@ -50,34 +66,101 @@ _ISO_8601 = (
 )
 _NS_PER_SECOND = 1_000_000_000
 
+TS_UNITS: tuple[str, ...] = get_args(TsUnit)
+_NS_PER_UNIT = {"s": _NS_PER_SECOND, "ms": 1_000_000, "us": 1_000, "ns": 1}
+# The integers each unit gives for the dates 2001-09-09 .. 2286-11-20 (ns: to the int64 end).
+_UNIT_RANGES = {"s": (10**9, 10**10), "ms": (10**12, 10**13), "us": (10**15, 10**16)}
+_UNIT_RANGES["ns"] = (10**18, 2**63 - 1)
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+TICK_TOLERANCE = 1e-6
+"""How far (in ticks) a float price may sit from the tick grid and still be on it: prices like
+1.0925 / 0.00005 carry binary rounding noise near 1e-12 ticks, a real off-tick price is off by a
+sizeable fraction of a tick."""
+
+
+@dataclass(frozen=True)
+class BarFileSpec:
+    """How to read the time stamps of a bars file: the answers a reader must not guess.
+
+    `ts_column` is the column holding the times (None: the layout's own, `ts` for normalized
+    files); `ts_unit` the unit of integer epoch times (`auto`: by magnitude, refused when
+    ambiguous); `stamped` whether a time is the bar's start or its end (None: start, and a file
+    that looks end-stamped is refused; `start` declares it, skipping that check).
+    """
+
+    ts_column: str | None = None
+    ts_unit: TsUnit = "auto"
+    stamped: Stamped | None = None
+
+    @classmethod
+    def configured(
+        cls,
+        data: DataConfig,
+        ts_column: str | None = None,
+        ts_unit: TsUnit | None = None,
+        stamped: Stamped | None = None,
+    ) -> BarFileSpec:
+        """The configuration's `data` answers, each overridden by one given here (the CLI's)."""
+        return cls(ts_column or data.ts_column, ts_unit or data.ts_unit, stamped or data.stamped)
+
+    def column(self, default: str) -> str:
+        """The column to read the times from, for a layout whose own column is `default`."""
+        return self.ts_column or default
+
+
+CHECKED_STARTS = BarFileSpec()
+"""The default reading: the layout's time column, the unit by magnitude, bar starts (checked)."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading and writing
 
 
-def read_bars(path: str | Path) -> pl.DataFrame:
+def read_bars(
+    path: str | Path, spec: BarFileSpec = CHECKED_STARTS, *, restamp: bool = True
+) -> pl.DataFrame:
     """Read and validate a normalized bars file (CSV, CSV.gz or Parquet, chosen by suffix).
 
     Returns the bar columns in `BAR_SCHEMA` order followed by any extra columns (such as
-    `symbol`) unchanged, in file order: an unsorted file is an error, never re-sorted.
+    `symbol`) unchanged, in file order: an unsorted file is an error, never re-sorted. `spec`
+    says how to read the times; `restamp=False` leaves `to_bar_starts` to a caller that reads
+    several files of one series (the check needs the whole series).
     """
     path = Path(path)
     source = str(path)
     if not path.is_file():
         raise DataError(f"{source}: no such file" if not path.exists() else f"{source}: not a file")
     kind = _file_kind(path)
+    ts_column = spec.column("ts")
+    text_columns = dict.fromkeys((ts_column, *BAR_COLUMNS[1:]), pl.String)
     try:
         if kind == "csv":
-            raw = _drop_trailing_blank_rows(
-                pl.read_csv(path, schema_overrides=dict.fromkeys(BAR_COLUMNS, pl.String))
-            )
+            raw = _drop_trailing_blank_rows(pl.read_csv(path, schema_overrides=text_columns))
         else:
             raw = pl.read_parquet(path)
     except pl.exceptions.NoDataError:
         raise DataError(f"{source}: the file is empty") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{source}: cannot read {kind.upper()}: {_first_line(exc)}") from None
-    return validate_bars(raw, source, csv=kind == "csv")
+    raw = with_ts_column(raw, ts_column, source)
+    bars = validate_bars(raw, source, csv=kind == "csv", ts_unit=spec.ts_unit, ts_name=ts_column)
+    return to_bar_starts(bars, spec.stamped, source) if restamp else bars
+
+
+def with_ts_column(raw: pl.DataFrame, ts_column: str, source: str) -> pl.DataFrame:
+    """`raw` with the times of `ts_column` as its `ts` column (a file's own name for them)."""
+    if ts_column == "ts":
+        return raw
+    if ts_column not in raw.columns:
+        found = ", ".join(raw.columns) or "none"
+        raise DataError(f"{source}: no column {ts_column} (--ts-column; found: {found})")
+    if "ts" in raw.columns:
+        raise DataError(
+            f"{source}: has a ts column besides {ts_column}; which one holds the bar times is "
+            "ambiguous (rename or drop one)"
+        )
+    return raw.rename({ts_column: "ts"})
 
 
 def write_bars(df: pl.DataFrame, path: str | Path) -> None:
@@ -160,6 +243,154 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Bar starts or bar ends
+
+
+_NEW_YORK = ZoneInfo("America/New_York")
+_PAUSE_GRID_NS = 15 * 60 * _NS_PER_SECOND
+_CLEAR_VOTES = 2  # at least this many edges ...
+_CLEAR_RATIO = 3  # ... and this many times as many as the other way
+
+
+@dataclass(frozen=True)
+class _StampVotes:
+    """How a series' trading pauses line up with the quarter hours (see `to_bar_starts`)."""
+
+    bar_ns: int | None
+    start: int = 0
+    end: int = 0
+    end_example: int | None = None  # a bar placed as only a bar end would be
+    start_example: int | None = None
+
+    def clearly(self, stamped: Stamped) -> bool:
+        mine, other = (self.start, self.end) if stamped == "start" else (self.end, self.start)
+        return mine >= _CLEAR_VOTES and mine >= _CLEAR_RATIO * other
+
+
+def to_bar_starts(bars: pl.DataFrame, stamped: Stamped | None, source: str) -> pl.DataFrame:
+    """Bars stamped at their start (SPEC §3), from a file stamped as `stamped` says.
+
+    Exchanges pause and resume trading on the quarter hour (CME Globex: the 17:00-18:00 New
+    York daily break, the weekend, the old 16:15-16:30 halt and 17:15 close, the 13:00/13:15
+    early closes). In a file stamped at bar starts the first bar after a pause is stamped on
+    the quarter hour (18:00) and the last bar before one a bar earlier (16:59); stamped at bar
+    ends, the last bar sits on the quarter hour (17:00, inside the daily break) and the first
+    one a bar after it (18:01). Every bar next to a pause of 15 minutes or more (and the file's
+    first and last bar) votes so; the quarter hours make the rule independent of the schedule
+    of a given year. Bars of 15 minutes or more cannot vote this way and are taken as declared.
+
+    * `stamped` None: starts are expected; a file that clearly looks end-stamped is refused
+      with the fix (`--stamped end`), because read as starts it trades each bar a bar early.
+    * `end`: the times are moved back by one bar (the smallest step between bars), unless the
+      file clearly looks start-stamped (that shift would itself be a look-ahead).
+    * `start`: declared by the user; taken as it is.
+
+    The votes are taken on the times at which any series of the file has a bar (several
+    contracts interleaved): the market pauses when all of them do, whereas a thin contract
+    alone pauses anywhere.
+    """
+    if stamped == "start":
+        return bars
+    votes = _stamp_votes(bars.get_column("ts").unique().sort())
+    edges = votes.start + votes.end
+    if stamped is None:
+        if votes.clearly("end"):
+            raise DataError(
+                f"{source}: the times look like bar ends, not bar starts: {votes.end} of "
+                f"{edges} edges of trading pauses are one bar late (e.g. a bar at "
+                f"{_new_york(votes.end_example)} New York); read as starts every bar would be "
+                "used a bar before it closed. Give --stamped end to move them back one bar (or "
+                "--stamped start if they are starts)"
+            )
+        return bars
+    if votes.bar_ns is None:
+        raise DataError(
+            f"{source}: --stamped end needs bars of one length to move them back by (the steps "
+            "between bars are not all multiples of one bar, or there is only one bar)"
+        )
+    if votes.clearly("start"):
+        raise DataError(
+            f"{source}: --stamped end, but the times look like bar starts: {votes.start} of "
+            f"{edges} edges of trading pauses fit starts (e.g. a bar at "
+            f"{_new_york(votes.start_example)} New York); moved back one bar, every bar would "
+            "be used before it closed"
+        )
+    return bars.with_columns(pl.col("ts") - votes.bar_ns)
+
+
+def _stamp_votes(times: pl.Series) -> _StampVotes:
+    """The votes of `times` (distinct, ascending), and the bar length (the smallest step)."""
+    steps = times.diff().drop_nulls()
+    if steps.len() == 0:
+        return _StampVotes(None)
+    bar_ns = int(steps.min())  # type: ignore[arg-type]
+    if (steps % bar_ns != 0).any():
+        return _StampVotes(None)  # no single bar length: nothing to infer or shift by
+    grid = _PAUSE_GRID_NS
+    if bar_ns >= grid or grid % bar_ns or 2 * bar_ns == grid:
+        return _StampVotes(bar_ns)
+    pause = grid + bar_ns  # a step this long leaves 15 minutes or more without a bar
+    ts = pl.col("ts")
+    phase = ts % grid
+    resumes = ts.diff().fill_null(pause) >= pause
+    pauses = ts.diff(-1).fill_null(-pause) <= -pause
+    edges = times.to_frame("ts").select(
+        ts,
+        start=(resumes & (phase == 0)) | (pauses & (phase == grid - bar_ns)),
+        end=(resumes & (phase == bar_ns)) | (pauses & (phase == 0)),
+    )
+    start, end = edges.get_column("start"), edges.get_column("end")
+    return _StampVotes(
+        bar_ns,
+        start=int(start.sum()),
+        end=int(end.sum()),
+        end_example=edges.filter("end").get_column("ts").first(),  # type: ignore[arg-type]
+        start_example=edges.filter("start").get_column("ts").first(),  # type: ignore[arg-type]
+    )
+
+
+def _new_york(ns: int | None) -> str:
+    if ns is None:
+        return "?"
+    return datetime.fromtimestamp(ns / _NS_PER_SECOND, _NEW_YORK).strftime("%Y-%m-%d %H:%M")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices on the tick grid
+
+
+def off_tick_ticks(price: pl.Expr, tick_size: float) -> pl.Expr:
+    """How far `price` is from the tick grid, in ticks (infinite for NaN, inf or null)."""
+    ticks = price / tick_size
+    return pl.when(ticks.is_finite()).then((ticks - ticks.round()).abs()).otherwise(float("inf"))
+
+
+def is_on_tick(price: float, tick_size: float) -> bool:
+    """The scalar form of `off_tick_ticks` within `TICK_TOLERANCE`, for one live bar."""
+    ticks = price / tick_size
+    return math.isfinite(ticks) and abs(ticks - round(ticks)) <= TICK_TOLERANCE
+
+
+def off_tick_warning(bars: pl.DataFrame, tick_size: float, source: str) -> str | None:
+    """One line counting the bars with a price off the `tick_size` grid, or None.
+
+    Such a bar is not invalid as data (a vendor's average price, a wrong instrument in the
+    configuration), but no order ever fills there, so a backtest on it is optimistic.
+    """
+    off = pl.any_horizontal(
+        off_tick_ticks(pl.col(p), tick_size) > TICK_TOLERANCE for p in PRICE_COLUMNS
+    )
+    flagged = bars.select(off.alias("off"), pl.col("ts")).filter("off")
+    if flagged.height == 0:
+        return None
+    first = iso_utc(flagged.get_column("ts")[0])
+    return (
+        f"{source}: {flagged.height:,} of {bars.height:,} bars have prices off the {tick_size:g} "
+        f"tick grid (first at {first}); check instrument.tick_size or the data"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation
 
 
@@ -183,22 +414,33 @@ class _Check:
     why: Callable[[dict[str, Any], str], str]
 
 
-def validate_bars(df: pl.DataFrame, source: str, *, csv: bool = False) -> pl.DataFrame:
+def validate_bars(
+    df: pl.DataFrame,
+    source: str,
+    *,
+    csv: bool = False,
+    ts_unit: TsUnit = "ns",
+    ts_name: str = "ts",
+) -> pl.DataFrame:
     """Parse and check raw bar columns; return them as `BAR_SCHEMA` (+ extras) or raise.
 
     `df` may hold the bar columns as text (as read from CSV) or typed (Parquet, in-memory frames).
     `source` names the data in messages; `csv=True` reports CSV line numbers instead of rows.
+    Integer times are in `ts_unit` (`auto`: by magnitude, for files; frames made in this system
+    hold ns); `ts_name` is what the file calls the time column, for messages.
     The first offending row in data order is reported, so fixing errors top to bottom works.
     """
     missing = [c for c in BAR_COLUMNS if c not in df.columns]
     if missing:
         found = ", ".join(df.columns) or "none"
-        raise DataError(f"{source}: missing columns {', '.join(missing)} (found: {found})")
+        hint = " (name the time column with --ts-column)" if "ts" in missing else ""
+        raise DataError(f"{source}: missing columns {', '.join(missing)} (found: {found}){hint}")
     if df.height == 0:
         raise DataError(f"{source}: no bars (no data rows)")
+    locator = _Locator(source, csv)
     parsed = pl.DataFrame(
         [
-            _parse_ts(df.get_column("ts"), source),
+            _parse_ts(df.get_column("ts"), locator, ts_unit, ts_name),
             *(_parse_number(df.get_column(c), source) for c in (*PRICE_COLUMNS, "volume")),
         ]
     )
@@ -206,7 +448,7 @@ def validate_bars(df: pl.DataFrame, source: str, *, csv: bool = False) -> pl.Dat
     work = pl.concat([parsed, raw], how="horizontal").with_columns(
         pl.col("ts").shift(1).alias("previous ts")
     )
-    _raise_first_problem(work, _Locator(source, csv))
+    _raise_first_problem(work, locator)
     bars = parsed.with_columns(_whole_volume(df.get_column("volume"), parsed.get_column("volume")))
     return pl.concat([bars, df.drop(BAR_COLUMNS)], how="horizontal")
 
@@ -244,7 +486,7 @@ def _ts_parse_checks() -> list[_Check]:
         return "ts has no value"
 
     def unparseable(row: dict[str, Any], _: str) -> str:
-        return f"ts {row[_raw('ts')]!r} is not an ISO 8601 time or integer epoch nanoseconds"
+        return f"ts {row[_raw('ts')]!r} is not an ISO 8601 time or an integer epoch time"
 
     raw_ts = pl.col(_raw("ts"))
     return [
@@ -336,28 +578,90 @@ def iso_utc(ns: int) -> str:
 # Parsing the raw columns
 
 
-def _parse_ts(ts: pl.Series, source: str) -> pl.Series:
+def _parse_ts(ts: pl.Series, locator: _Locator, unit: TsUnit, name: str) -> pl.Series:
     """`ts` as Int64 epoch ns UTC; null where the text is not a time (reported by the checks)."""
     if ts.dtype == pl.String:
-        return _text_to_epoch_ns(ts.str.strip_chars())
+        text = ts.str.strip_chars()
+        integers = text.cast(pl.Int64, strict=False)
+        return _text_to_epoch_ns(text, _epoch_to_ns(integers, locator, unit, name))
+    if ts.dtype.is_integer() or ts.dtype == pl.Null:
+        return _epoch_to_ns(ts.cast(pl.Int64, strict=False), locator, unit, name)
     if isinstance(ts.dtype, pl.Datetime):
+        _no_epoch_unit(unit, locator, name, f"holds datetimes ({ts.dtype})")
         utc = ts.dt.convert_time_zone("UTC") if ts.dtype.time_zone else ts
         return utc.dt.epoch("ns")
-    if ts.dtype.is_integer() or ts.dtype == pl.Null:
-        return ts.cast(pl.Int64)
     raise DataError(
-        f"{source}: column ts has type {ts.dtype}; expected ISO 8601 text, integer epoch "
-        "nanoseconds or a datetime"
+        f"{locator.source}: column {name} has type {ts.dtype}; expected ISO 8601 text, integer "
+        "epoch times or a datetime"
     )
 
 
-def _text_to_epoch_ns(text: pl.Series) -> pl.Series:
-    """Epoch ns from integer text or ISO 8601, trying the cheap parsers first.
+def _epoch_to_ns(integers: pl.Series, locator: _Locator, unit: TsUnit, name: str) -> pl.Series:
+    """Integer epoch times (null where a row holds none) as ns: in `unit`, or by magnitude."""
+    if integers.null_count() == integers.len():
+        _no_epoch_unit(unit, locator, name, "holds no integer epoch times")
+        return integers
+    if unit == "auto":
+        unit = _unit_by_magnitude(integers, locator, name)
+    factor = _NS_PER_UNIT[unit]
+    if factor == 1:
+        return integers
+    limit = (2**63 - 1) // factor
+    beyond = ((integers > limit) | (integers < -limit)).fill_null(False).arg_true()
+    if beyond.len():
+        index = beyond[0]
+        raise DataError(
+            f"{locator.source} {locator.label(index)}: {name} {integers[index]} in "
+            f"{_UNIT_NAMES[unit]} is beyond the year 2262; check --ts-unit"
+        )
+    return integers * factor
+
+
+def _unit_by_magnitude(integers: pl.Series, locator: _Locator, name: str) -> TsUnit:
+    """The one unit whose range (`_UNIT_RANGES`) holds every value, else a `DataError` with the
+    fix: a guess would put the bars in another decade without any other error."""
+    units = (
+        pl.DataFrame({"v": integers})
+        .with_row_index("index")
+        .with_columns(
+            pl.coalesce(
+                pl.when(pl.col("v").is_between(low, high, closed="left")).then(pl.lit(unit))
+                for unit, (low, high) in _UNIT_RANGES.items()
+            ).alias("unit")
+        )
+    )
+    fix = "give the unit with --ts-unit s|ms|us|ns"
+    unknown = units.filter(pl.col("v").is_not_null() & pl.col("unit").is_null())
+    if unknown.height:
+        index, value = unknown.row(0)[:2]
+        raise DataError(
+            f"{locator.source} {locator.label(index)}: {name} {value} is not epoch "
+            "seconds (1e9..1e10), milliseconds (1e12..1e13), microseconds (1e15..1e16) or "
+            f"nanoseconds (1e18..) of a date from 2001 to 2262, so its unit is unknown; {fix}"
+        )
+    found = units.drop_nulls("unit").unique("unit", keep="first", maintain_order=True)
+    if found.height > 1:
+        (i, v, u), (j, w, t) = found.head(2).rows()
+        raise DataError(
+            f"{locator.source}: column {name} mixes epoch {_UNIT_NAMES[u]} ({locator.label(i)}: "
+            f"{v}) and {_UNIT_NAMES[t]} ({locator.label(j)}: {w}); {fix}"
+        )
+    return found["unit"][0]
+
+
+def _no_epoch_unit(unit: TsUnit, locator: _Locator, name: str, what: str) -> None:
+    """A unit given for times that carry their own (text, datetimes) would be ignored: refuse."""
+    if unit in ("s", "ms", "us"):
+        raise DataError(f"{locator.source}: --ts-unit {unit}, but column {name} {what}")
+
+
+def _text_to_epoch_ns(text: pl.Series, epoch_ns: pl.Series) -> pl.Series:
+    """Epoch ns from integer text (already converted: `epoch_ns`) or ISO 8601.
 
     Each parser only sees the rows the previous ones could not read, so the usual file (one
     uniform format) pays for one fast pass and only unusual rows go through the general regex.
     """
-    ts = text.cast(pl.Int64, strict=False)
+    ts = epoch_ns
     for parse in (_canonical_iso_to_epoch_ns, _iso_to_epoch_ns):
         todo = ts.is_null() & text.is_not_null()
         if not todo.any():

@@ -15,6 +15,13 @@ Layouts (`cfg.data.format`):
   New York wall-clock time (`2024-03-11 09:30:00`, `T` or a space, seconds optional); see
   `_new_york_to_utc_ns` for the DST rules.
 
+`BarFileSpec` says how to read the times where a layout leaves it open: the time column of
+`normalized` and `eastern_csv` files, the unit of `normalized` epoch integers, and for every
+layout whether the times are bar starts or ends (`scalper.bars.to_bar_starts`, checked on the
+whole import). Lean's times are defined by the layout
+(ms since midnight of the file's UTC day, bar starts), so a column or a unit given for them is an
+error rather than ignored.
+
 A folder imports every matching file in name order (vendors name files by date) with a progress
 bar; each series must continue where the previous file stopped, so overlapping downloads are caught
 instead of silently duplicated. Every output has passed `validate_bars` (per contract for
@@ -32,7 +39,16 @@ from typing import get_args
 
 import polars as pl
 
-from scalper.bars import BAR_COLUMNS, PRICE_COLUMNS, iso_utc, read_bars, validate_bars
+from scalper.bars import (
+    BAR_COLUMNS,
+    CHECKED_STARTS,
+    PRICE_COLUMNS,
+    BarFileSpec,
+    iso_utc,
+    read_bars,
+    to_bar_starts,
+    validate_bars,
+)
 from scalper.calendar import NEW_YORK
 from scalper.config import FileFormat
 from scalper.errors import DataError, ScalperError
@@ -55,9 +71,14 @@ _WALL_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
 
 
 def import_file(
-    path: str | Path, fmt: str, symbol: str, *, progress: bool | None = None
+    path: str | Path,
+    fmt: str,
+    symbol: str,
+    *,
+    spec: BarFileSpec = CHECKED_STARTS,
+    progress: bool | None = None,
 ) -> pl.DataFrame:
-    """Import one file, or every `fmt` file of a folder, as bars of `symbol`.
+    """Import one file, or every `fmt` file of a folder, as bars of `symbol`, times read by `spec`.
 
     Returns `BAR_SCHEMA` columns and `symbol`, plus `contract` for `lean_zip` (rows then ordered by
     `ts`, then `contract`; each contract's rows form a valid series on their own).
@@ -67,12 +88,13 @@ def import_file(
     files = _files(Path(path), fmt)
     reader = _READERS[fmt]
     frames = [
-        reader(file, symbol).with_columns(_file=pl.lit(i, dtype=pl.UInt32))
+        reader(file, symbol, spec).with_columns(_file=pl.lit(i, dtype=pl.UInt32))
         for i, file in enumerate(track(files, f"import {fmt}", unit="files", enabled=progress))
     ]
     combined = pl.concat(frames, how="vertical")
     series = ["contract"] if fmt == "lean_zip" else []
     _check_files_follow(combined, series, files)
+    combined = to_bar_starts(combined, spec.stamped, str(path))
     if series:
         combined = combined.sort("ts", "contract")
     return combined.drop("_file").with_columns(symbol=pl.lit(symbol, dtype=pl.String))
@@ -130,8 +152,8 @@ def _read_text_csv(
 # normalized
 
 
-def _read_normalized(path: Path, symbol: str) -> pl.DataFrame:
-    bars = read_bars(path)
+def _read_normalized(path: Path, symbol: str, spec: BarFileSpec) -> pl.DataFrame:
+    bars = read_bars(path, spec, restamp=False)
     if "symbol" in bars.columns:
         others = sorted(set(bars.get_column("symbol").drop_nulls().to_list()) - {symbol})
         if others:
@@ -144,8 +166,13 @@ def _read_normalized(path: Path, symbol: str) -> pl.DataFrame:
 # lean_zip
 
 
-def _read_lean_zip(path: Path, symbol: str) -> pl.DataFrame:
+def _read_lean_zip(path: Path, symbol: str, spec: BarFileSpec) -> pl.DataFrame:
     """Every contract of one Lean day zip, as bars with a `contract` column."""
+    if spec.ts_column is not None or spec.ts_unit != "auto":
+        raise DataError(
+            f"{path}: lean_zip times are ms since midnight of the file's UTC day, by the layout; "
+            "--ts-column and --ts-unit do not apply"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             members = {name: archive.read(name) for name in archive.namelist()}
@@ -189,14 +216,18 @@ def _lean_member_facts(where: str, name: str, symbol: str) -> tuple[date, Contra
 # eastern_csv
 
 
-def _read_eastern_csv(path: Path, symbol: str) -> pl.DataFrame:
+def _read_eastern_csv(path: Path, symbol: str, spec: BarFileSpec) -> pl.DataFrame:
     where = str(path)
+    if spec.ts_unit != "auto":
+        raise DataError(f"{where}: eastern_csv times are New York wall-clock text; no --ts-unit")
     raw = _read_text_csv(path, where, None)
-    missing = [c for c in ("timestamp", *BAR_COLUMNS[1:]) if c not in raw.columns]
+    column = spec.column("timestamp")
+    missing = [c for c in (column, *BAR_COLUMNS[1:]) if c not in raw.columns]
     if missing:
         found = ", ".join(raw.columns) or "none"
-        raise DataError(f"{where}: missing columns {', '.join(missing)} (found: {found})")
-    ts = _new_york_to_utc_ns(raw.get_column("timestamp"), where)
+        hint = " (name the time column with --ts-column)" if column in missing else ""
+        raise DataError(f"{where}: missing columns {', '.join(missing)} (found: {found}){hint}")
+    ts = _new_york_to_utc_ns(raw.get_column(column), where)
     return validate_bars(raw.with_columns(ts=ts).select(BAR_COLUMNS), where, csv=True)
 
 
@@ -243,8 +274,9 @@ def _raise_first(frame: pl.DataFrame, bad: pl.Expr, where: str, why: str) -> Non
         raise DataError(f"{where} line {row + 2}: timestamp {frame['text'][row]!r} {why}")
 
 
-# A reader takes the file and the symbol the user says it holds (checked where the file names it).
-_READERS: dict[str, Callable[[Path, str], pl.DataFrame]] = {
+# A reader takes the file, the symbol the user says it holds (checked where the file names it)
+# and how to read its times.
+_READERS: dict[str, Callable[[Path, str, BarFileSpec], pl.DataFrame]] = {
     "normalized": _read_normalized,
     "lean_zip": _read_lean_zip,
     "eastern_csv": _read_eastern_csv,

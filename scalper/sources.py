@@ -21,12 +21,14 @@ the configuration's settings, which `scalper data simulate` uses too.
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
 
+from scalper.bars import BarFileSpec
+from scalper.calendar import exchange_schedule
 from scalper.config import Config
 from scalper.errors import ScalperError
 from scalper.importers import import_file
@@ -77,18 +79,32 @@ def simulate_market(
     - 1`, with the configuration's bar size, start price and seed (`seed` overrides it)."""
     data = cfg.data
     seed = data.seed if seed is None else seed
-    return _simulated_market(symbol, start, days, seed, data.bar_seconds, data.start_price)
+    calendar = (cfg.session.calendar, tuple(cfg.session.early_closes.items()))
+    return _simulated_market(
+        symbol, start, days, seed, data.bar_seconds, data.start_price, calendar
+    )
 
 
 @lru_cache(maxsize=2)
 def _simulated_market(
-    symbol: str, start: date, days: int, seed: int, bar_seconds: int, start_price: float
+    symbol: str,
+    start: date,
+    days: int,
+    seed: int,
+    bar_seconds: int,
+    start_price: float,
+    calendar: tuple[str | None, tuple[tuple[date, time], ...]],
 ) -> pl.DataFrame:
     """Once per process and window (a year of minute bars takes ~0.4 s; each asset run of a
-    backfill would otherwise simulate the whole window again)."""
+    backfill would otherwise simulate the whole window again). `calendar` is the configuration's
+    exchange calendar and early closes: the market has no bars on its holidays, none after its
+    early closes."""
+    name, early_closes = calendar
+    end = start + timedelta(days=days - 1)
     return simulate_bars(
         start, days, seed=seed, bar_seconds=bar_seconds, symbol=symbol,
         start_price=start_price, tick_size=spec(symbol).tick_size,
+        schedule=exchange_schedule(name, dict(early_closes), start, end),
     )  # fmt: skip
 
 
@@ -107,7 +123,9 @@ def _simulated(
 
 def _imported(cfg: Config, symbol: str) -> tuple[pl.DataFrame, str]:
     path = Path(cfg.data.path or "")
-    bars = resample(import_file(path, cfg.data.format, symbol), cfg.data.bar_seconds)
+    file_spec = BarFileSpec.configured(cfg.data)  # data.ts_column, data.ts_unit, data.stamped
+    bars = import_file(path, cfg.data.format, symbol, spec=file_spec)
+    bars = resample(bars, cfg.data.bar_seconds)
     return bars, f"file {path} ({cfg.data.format})"
 
 

@@ -18,7 +18,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalper.bars import BAR_SCHEMA, read_bars, to_engine_columns, validate_bars, write_bars
+from scalper.bars import (
+    BAR_SCHEMA,
+    BarFileSpec,
+    is_on_tick,
+    off_tick_warning,
+    read_bars,
+    to_engine_columns,
+    validate_bars,
+    write_bars,
+)
 from scalper.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -30,6 +39,7 @@ GOOD_ROWS = [
 ]
 T0 = 1_717_970_400_000_000_000  # 2024-06-09T22:00:00Z
 MINUTE = 60_000_000_000
+AS_WRITTEN = BarFileSpec(ts_unit="ns", stamped="start")
 
 
 def write_csv(tmp_path: Path, *rows: str, header: str = HEADER, name: str = "bars.csv") -> Path:
@@ -176,7 +186,7 @@ def test_parquet_ts_of_the_wrong_type(tmp_path: Path) -> None:
     path = tmp_path / "bars.parquet"
     good_frame().with_columns(pl.lit(dt.date(2024, 6, 9)).alias("ts")).write_parquet(path)
     assert read_error(path) == (
-        f"{path}: column ts has type Date; expected ISO 8601 text, integer epoch nanoseconds "
+        f"{path}: column ts has type Date; expected ISO 8601 text, integer epoch times "
         "or a datetime"
     )
 
@@ -342,4 +352,150 @@ def test_valid_frames_round_trip(frame: pl.DataFrame, name: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
         write_bars(frame, path)
-        assert read_bars(path).equals(frame)
+        # Any int64 time, 1970 included: the unit and the stamping are declared, not inferred.
+        assert read_bars(path, AS_WRITTEN).equals(frame)
+
+
+# --------------------------------------------------------------------------------------------
+# Ambiguous time stamps: the unit of epoch integers, the time column, bar starts or ends
+
+REAL = SHARED / "data" / "real"
+ES_FRONT = REAL / "es_front_1m_2013_2020.csv"
+EURO_FX = REAL / "6EH4_1m_2024-01.csv.gz"  # Nautilus test data: stamped at the bar's end
+NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+@pytest.fixture(scope="module")
+def es_front() -> pl.DataFrame:
+    return read_bars(ES_FRONT)
+
+
+def with_epoch_ts(bars: pl.DataFrame, unit: str, column: str = "ts") -> pl.DataFrame:
+    return bars.with_columns((pl.col("ts") // NS_PER[unit]).alias("ts")).rename({"ts": column})
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_epoch_seconds_ms_and_us_give_the_bars_of_nanoseconds(
+    tmp_path: Path, es_front: pl.DataFrame, unit: str, suffix: str
+) -> None:
+    path = tmp_path / f"bars{suffix}"
+    frame = with_epoch_ts(es_front, unit)
+    frame.write_csv(path) if suffix == ".csv" else frame.write_parquet(path)
+    assert read_bars(path).equals(es_front)  # by magnitude
+    assert read_bars(path, BarFileSpec(ts_unit=unit)).equals(es_front)  # as given
+
+
+@pytest.mark.parametrize(
+    ("value", "row"),
+    [
+        ("12345678", "line 3"),  # 1970 in seconds, 1970 in ms: no unit fits a date from 2001
+        ("50000000000", "line 3"),  # seconds of the year 3554, or ms of 1971
+        ("-1717970400", "line 3"),
+    ],
+)
+def test_an_epoch_value_no_unit_fits_is_refused_with_the_fix(
+    tmp_path: Path, value: str, row: str
+) -> None:
+    path = write_csv(tmp_path, "1717970400,5000,5001,4999,5000,1", f"{value},5000,5001,4999,5000,1")
+    message = read_error(path)
+    assert message.startswith(f"{path} {row}: ts {value} is not epoch seconds")
+    assert message.endswith("give the unit with --ts-unit s|ms|us|ns")
+
+
+def test_a_column_mixing_units_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "1717970400,5000,5001,4999,5000,1",
+        "1717970460000,5000,5001,4999,5000,1",
+        header="time,open,high,low,close,volume",
+    )
+    assert read_error_with(path, BarFileSpec(ts_column="time")) == (
+        f"{path}: column time mixes epoch seconds (line 2: 1717970400) and milliseconds "
+        "(line 3: 1717970460000); give the unit with --ts-unit s|ms|us|ns"
+    )
+
+
+def test_a_given_unit_reads_what_magnitude_cannot(tmp_path: Path) -> None:
+    in_1999 = 915_148_800  # 1999-01-01 in seconds: below the 2001 of the automatic ranges
+    path = write_csv(tmp_path, f"{in_1999},5000,5001,4999,5000,1")
+    assert "unit is unknown" in read_error(path)
+    assert read_bars(path, BarFileSpec(ts_unit="s"))["ts"].to_list() == [in_1999 * 10**9]
+    too_far = write_csv(tmp_path, f"{T0},5000,5001,4999,5000,1", name="ns.csv")
+    assert "beyond the year 2262" in read_error_with(too_far, BarFileSpec(ts_unit="s"))
+
+
+def test_a_unit_for_times_that_carry_their_own_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, *GOOD_ROWS)
+    assert read_error_with(path, BarFileSpec(ts_unit="ms")) == (
+        f"{path}: --ts-unit ms, but column ts holds no integer epoch times"
+    )
+
+
+def test_the_time_column_is_named_or_the_error_says_how(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, *GOOD_ROWS, header="when,open,high,low,close,volume")
+    assert read_error(path).endswith("(name the time column with --ts-column)")
+    assert read_bars(path, BarFileSpec(ts_column="when")).equals(read_bars(write_csv(
+        tmp_path, *GOOD_ROWS, name="ts.csv"
+    )))  # fmt: skip
+    assert "no column stamp (--ts-column" in read_error_with(path, BarFileSpec(ts_column="stamp"))
+
+
+def read_error_with(path: Path, spec: BarFileSpec) -> str:
+    with pytest.raises(DataError) as caught:
+        read_bars(path, spec)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_an_end_stamped_file_is_refused_and_read_back_to_starts_when_declared(
+    tmp_path: Path, es_front: pl.DataFrame
+) -> None:
+    ends = tmp_path / "ends.csv"
+    write_bars(es_front.with_columns(pl.col("ts") + MINUTE), ends)
+    message = read_error(ends)
+    assert "the times look like bar ends" in message
+    assert "Give --stamped end" in message
+    assert "68 of 68 edges of trading pauses are one bar late" in message
+    assert "2013-10-06 18:01 New York" in message  # one bar after the Sunday open
+    assert read_bars(ends, BarFileSpec(stamped="end")).equals(es_front)
+    assert read_bars(ends, BarFileSpec(stamped="start"))["ts"][0] == es_front["ts"][0] + MINUTE
+
+
+def test_the_real_end_stamped_euro_fx_file_is_refused_and_reads_when_declared() -> None:
+    named = BarFileSpec(ts_column="timestamp_utc")
+    message = read_error_with(EURO_FX, named)
+    assert "look like bar ends" in message and "2024-01-01 18:01 New York" in message
+    bars = read_bars(EURO_FX, BarFileSpec(ts_column="timestamp_utc", stamped="end"))
+    new_york = pl.from_epoch(bars["ts"], time_unit="ns").dt.replace_time_zone("UTC")
+    local = new_york.dt.convert_time_zone("America/New_York").dt.strftime("%H:%M")
+    assert "17:00" not in set(local)  # nothing in the daily break any more ...
+    assert local[0] == "18:00"  # ... and the session opens at the open
+
+
+def test_declaring_end_for_a_start_stamped_file_is_refused(tmp_path: Path) -> None:
+    message = read_error_with(ES_FRONT, BarFileSpec(stamped="end"))
+    assert "--stamped end, but the times look like bar starts" in message
+    one_bar = write_csv(tmp_path, GOOD_ROWS[0])
+    assert "needs bars of one length" in read_error_with(one_bar, BarFileSpec(stamped="end"))
+
+
+def test_start_stamped_real_and_conformance_files_are_not_taken_for_ends(
+    es_front: pl.DataFrame,
+) -> None:
+    assert es_front.height == 19_083  # 2013's 17:00-17:14 trading and 16:15 halt included
+
+
+def test_off_tick_prices_are_counted_in_one_line() -> None:
+    frame = good_frame(4).with_columns(
+        pl.Series("close", [5000.0, 5000.1, 5000.25, 5000.3]),
+        pl.Series("high", [5001.0, 5001.0, 5001.0, 5001.0]),
+        pl.Series("low", [4999.0, 4999.0, 4999.0, 4999.0]),
+    )
+    assert off_tick_warning(frame, 0.25, "f.csv") == (
+        "f.csv: 2 of 4 bars have prices off the 0.25 tick grid (first at 2024-06-09T22:01:00Z); "
+        "check instrument.tick_size or the data"
+    )
+    assert off_tick_warning(frame, 0.05, "f.csv") is None
+    assert is_on_tick(1.1076, 0.00005) and is_on_tick(5000.25, 0.25)
+    assert not is_on_tick(5000.1, 0.25) and not is_on_tick(float("nan"), 0.25)
