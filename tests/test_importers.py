@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from scalper.bars import BAR_COLUMNS, read_bars, validate_bars, write_bars
+from scalper.bars import BAR_COLUMNS, BarFileSpec, read_bars, validate_bars, write_bars
 from scalper.errors import DataError, ScalperError
 from scalper.importers import import_file
 from scalper.simulate import simulate_bars
@@ -193,6 +193,37 @@ def test_eastern_mistakes_name_the_line(tmp_path: Path) -> None:
     (tmp_path / "cols.csv").write_text("ts,open,high,low,close,volume\n")
     with pytest.raises(DataError, match=r"cols.csv: missing columns timestamp \(found: ts,"):
         import_file(tmp_path / "cols.csv", "eastern_csv", "MES")
+
+
+def test_an_end_stamped_eastern_file_is_refused_and_declared_reads_as_starts(
+    tmp_path: Path,
+) -> None:
+    bars = simulate_bars(date(2024, 3, 7), 7, seed=5)
+    ends = to_eastern_csv(bars.with_columns(pl.col("ts") + MINUTE), tmp_path / "ends.csv")
+    with pytest.raises(DataError, match=r"ends.csv: the times look like bar ends.*--stamped end"):
+        import_file(ends, "eastern_csv", "MES")
+    declared = BarFileSpec(stamped="end")
+    assert import_file(ends, "eastern_csv", "MES", spec=declared).equals(bars)
+    renamed = tmp_path / "named.csv"
+    renamed.write_text(ends.read_text().replace("timestamp,", "time_et,", 1))
+    with pytest.raises(DataError, match=r"missing columns timestamp .*--ts-column\)$"):
+        import_file(renamed, "eastern_csv", "MES", spec=declared)
+    named = BarFileSpec(ts_column="time_et", stamped="end")
+    assert import_file(renamed, "eastern_csv", "MES", spec=named).equals(bars)
+    with pytest.raises(DataError, match=r"New York wall-clock text; no --ts-unit"):
+        import_file(ends, "eastern_csv", "MES", spec=BarFileSpec(ts_unit="s"))
+
+
+@needs_real_data
+def test_lean_times_are_the_layouts_own_and_its_starts_are_not_taken_for_ends() -> None:
+    day = LEAN / "minute_es_20131218_trade.zip"
+    for spec in (BarFileSpec(ts_unit="ms"), BarFileSpec(ts_column="ms")):
+        with pytest.raises(DataError, match=r"ms since midnight .*; --ts-column and --ts-unit"):
+            import_file(day, "lean_zip", "ES", spec=spec)
+    with pytest.raises(DataError, match=r"--stamped end, but the times look like bar starts"):
+        import_file(LEAN, "lean_zip", "ES", spec=BarFileSpec(stamped="end"))
+    for one_day in sorted(LEAN.glob("*.zip")):  # each UTC day alone, 2013's 17:00-17:15 too
+        assert import_file(one_day, "lean_zip", "ES").height > 0
 
 
 # ---------------------------------------------------------------------------------------------

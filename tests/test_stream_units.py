@@ -24,7 +24,7 @@ from scalper.brokers.paper import PaperBroker
 from scalper.config import load_config
 from scalper.engine import engine_params
 from scalper.kafka.messages import Bar, Control, encode_bar, encode_control
-from scalper.kafka.topics import CONTROL, DEAD_LETTER, bars_topic
+from scalper.kafka.topics import DEAD_LETTER, LIVE, Namespace
 from scalper.ledger import Ledger
 from scalper.live.aggregator import BarAggregator
 from scalper.live.inbound import Decoder, Inbound
@@ -242,27 +242,27 @@ def test_a_fill_is_recorded_once_and_moves_the_position_once(ledger: Ledger) -> 
 
 
 def test_commands_for_all_symbols_fan_out_and_misplaced_ones_are_dead_letters() -> None:
-    decode = Decoder(["MES", "MNQ"])
+    decode = Decoder(["MES", "MNQ"], LIVE)
     kill = encode_control(Control("kill", "*"))[1]
-    assert [m.symbol for m in decode(CONTROL, 0, 7, b"*", kill)] == ["MES", "MNQ"]
+    assert [m.symbol for m in decode(LIVE.control, 0, 7, b"*", kill)] == ["MES", "MNQ"]
     for topic, value in [
-        (CONTROL, encode_control(Control("end_of_data", "MES"))[1]),
-        (CONTROL, encode_control(Control("pause", "ES"))[1]),
-        (bars_topic("MES"), encode_control(Control("kill", "MES"))[1]),
-        (bars_topic("MES"), encode_bar(minute(1)._replace(symbol="MNQ"))[1]),
-        (bars_topic("MES"), b"\xff"),
+        (LIVE.control, encode_control(Control("end_of_data", "MES"))[1]),
+        (LIVE.control, encode_control(Control("pause", "ES"))[1]),
+        (LIVE.bars("MES"), encode_control(Control("kill", "MES"))[1]),
+        (LIVE.bars("MES"), encode_bar(minute(1)._replace(symbol="MNQ"))[1]),
+        (LIVE.bars("MES"), b"\xff"),
     ]:
         (out,) = decode(topic, 0, 1, b"MES", value)
         assert out[0] == DEAD_LETTER, value
     marker = decode(
-        bars_topic("MES"), 0, 3, b"MES", encode_control(Control("end_of_data", "MES"))[1]
+        LIVE.bars("MES"), 0, 3, b"MES", encode_control(Control("end_of_data", "MES"))[1]
     )
     assert isinstance(marker[0], Inbound)
 
 
 def test_a_price_too_large_for_a_float_is_a_dead_letter_not_a_crash() -> None:
     huge = b'{"v":1,"ts":1,"open":1' + b"0" * 400 + b',"high":1,"low":1,"close":1,"volume":1,'
-    (letter,) = Decoder(["MES"])(bars_topic("MES"), 0, 1, b"MES", huge + b'"symbol":"MES"}')
+    (letter,) = Decoder(["MES"], LIVE)(LIVE.bars("MES"), 0, 1, b"MES", huge + b'"symbol":"MES"}')
     assert letter[0] == DEAD_LETTER and b"not a finite number" in letter[2]
 
 
@@ -309,6 +309,53 @@ def test_the_trader_refuses_bad_bars_with_a_reason_and_keeps_going(tmp_path: Pat
         assert pickle.dumps(replace(state, bars_offset=2)) == unchanged  # read, not used
 
 
+def published(bar: Bar, offset: int, at: int | None) -> Inbound:
+    """`bar` as the decoder hands it on, taken by Kafka at `at` (epoch ns; None: unknown)."""
+    return next(inbound([bar], offset))._replace(published_ns=at)
+
+
+def test_a_live_trader_dead_letters_history_by_the_time_kafka_took_the_bar(
+    tmp_path: Path,
+) -> None:
+    """Issue 10 item 2: old bars published to a live worker's topic are never traded."""
+    desk = Desk(settings_for(tmp_path))  # stream.max_bar_age_seconds: 300 by default
+    state, _ = feed(desk, None, list(inbound([minute(i) for i in range(3)])))
+    closed = minute(3).ts + 60 * NS
+    unchanged = pickle.dumps(state)
+    for at, why in [
+        (closed + 301 * NS, "closed 301 s before it was published"),
+        (closed - 301 * NS, "closed 301 s after it was published"),  # a bar from the future
+        (None, "before it was published"),  # no Kafka time: judged by the clock, June 2024 is old
+    ]:
+        for _ in range(2):  # read again after a crash: decided the same way
+            (letter,) = desk.step(state, published(minute(3), 3, at))[1]
+            reason = letter[2].decode()
+            assert letter[0] == DEAD_LETTER and "bar age: " in reason and why in reason, reason
+            assert "stream.max_bar_age_seconds = 300" in reason
+            assert pickle.dumps(replace(state, bars_offset=2)) == unchanged
+    state, events = desk.step(state, published(minute(3), 3, closed + 299 * NS))
+    assert state.last_ts == minute(3).ts and not events
+
+
+def test_a_replay_worker_takes_history_and_cannot_trade_at_ib(tmp_path: Path) -> None:
+    ibkr = {"broker": {"kind": "ibkr", "port": 4002, "account": "DU1234567"}}
+    settings = LiveSettings.load(
+        write_config(tmp_path / "ib.yaml", ibkr), tmp_path / "run", replay="r1"
+    )
+    assert settings.cfg.broker.kind == "paper" and settings.max_bar_age_seconds == 0
+    assert all(topic.startswith("replay.r1.") for topic in settings.topics)
+    desk = Desk(settings)
+    assert isinstance(desk.broker, PaperBroker)
+    bar = minute(0)
+    message = Inbound("MES", bar, encode_bar(bar)[1], settings.namespace.bars("MES"), 0, 0)
+    state, events = desk.step(None, message)  # published now, two years after it closed
+    assert state.last_ts == bar.ts and not events
+    desk.close()
+    live_ib = LiveSettings.load(write_config(tmp_path / "ib.yaml", ibkr), tmp_path / "live")
+    with pytest.raises(ValueError, match="paper broker only"):
+        replace(live_ib, namespace=Namespace.of_replay("r2"))
+
+
 def test_a_trader_with_its_data_complete_trades_exactly_as_the_backtest(tmp_path: Path) -> None:
     desk = Desk(settings_for(tmp_path))
     bars = bars_of(case_bars(CASE), "MES")
@@ -318,7 +365,7 @@ def test_a_trader_with_its_data_complete_trades_exactly_as_the_backtest(tmp_path
 
 def control(command: str, offset: int, symbol: str = "MES") -> Inbound:
     message = Control(command, symbol, reason="test", issued_at=offset)
-    return Inbound(symbol, message, encode_control(message)[1], CONTROL, 0, offset)
+    return Inbound(symbol, message, encode_control(message)[1], LIVE.control, 0, offset)
 
 
 def reorder_journaled(
@@ -326,7 +373,7 @@ def reorder_journaled(
 ) -> list[Inbound]:
     """The remaining input as a replay may read it: commands applied before the crash come at
     other places among the bars (Bytewax does not repeat the interleaving of two topics)."""
-    moved = [m for m in messages if m.topic == CONTROL and m.offset in journaled]
+    moved = [m for m in messages if m.topic == LIVE.control and m.offset in journaled]
     kept = [m for m in messages if m not in moved]
     for message in moved:
         kept.insert(rng.randint(0, len(kept)), message)
@@ -456,5 +503,24 @@ def test_a_decoder_that_raises_makes_a_dead_letter_not_a_poison_pill(
         raise RuntimeError("a bug in a codec")
 
     monkeypatch.setattr("scalper.live.inbound.decode_bar", broken)
-    (letter,) = Decoder(["MES"])(bars_topic("MES"), 0, 1, b"MES", encode_bar(minute(1))[1])
+    (letter,) = Decoder(["MES"], LIVE)(LIVE.bars("MES"), 0, 1, b"MES", encode_bar(minute(1))[1])
     assert letter[0] == DEAD_LETTER and b"undecodable: RuntimeError" in letter[2]
+
+
+def test_a_live_bar_off_the_tick_grid_is_a_dead_letter_never_traded(tmp_path: Path) -> None:
+    """Issue 10 item 7: no order fills at a price off the instrument's grid (a feed or an
+    instrument mix-up), so such a bar is refused with the reason, like any bad live input."""
+    desk = Desk(settings_for(tmp_path))  # MES: tick 0.25
+    state, _ = feed(desk, None, list(inbound([minute(i) for i in range(3)])))
+    unchanged = pickle.dumps(state)
+    off = [
+        (minute(3, 5000.1), "open 5000.1, high 5001.1, low 4998.1, close 5000.1"),
+        (minute(3)._replace(high=5001.3), "high 5001.3"),
+    ]
+    for offset, (bar, prices) in enumerate(off, 3):
+        (letter,) = desk.step(state, next(inbound([bar], offset)))[1]
+        reason = letter[2].decode()
+        assert letter[0] == DEAD_LETTER and f"off the 0.25 tick grid: {prices}" in reason, reason
+        assert pickle.dumps(replace(state, bars_offset=2)) == unchanged  # read, not used
+    state, events = desk.step(state, next(inbound([minute(3, 5000.25)], 5)))
+    assert state.last_ts == minute(3).ts and not events

@@ -20,8 +20,17 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from scalper.errors import ScalperError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import polars as pl
+
+    from scalper.bars import BarFileSpec
+    from scalper.config import Config, DataConfig
 
 # Modules under scalper.cli that register commands, in the order `--help` lists them.
 COMMAND_MODULES = ("engine", "data", "kafka", "quality", "research", "ui", "stream", "ops")
@@ -33,6 +42,66 @@ def iso_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def add_bar_file_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to read a bars file's times, for every command that reads one.
+
+    One helper, so every such command answers the same questions the same way; `bar_file_spec`
+    turns them (over the configuration's `data:` answers) into `scalper.bars.BarFileSpec`.
+    """
+    from typing import get_args
+
+    from scalper.config import Stamped, TsUnit
+
+    group = parser.add_argument_group(
+        "time stamps of the bars file (defaults: data.ts_column, data.ts_unit, data.stamped)"
+    )
+    group.add_argument(
+        "--ts-column", metavar="NAME", help="the column of bar times (default: ts; eastern_csv: "
+        "timestamp)",
+    )  # fmt: skip
+    group.add_argument(
+        "--ts-unit", choices=get_args(TsUnit), help="unit of integer epoch times (default auto: "
+        "s, ms, us or ns by their size, refused when that cannot tell)",
+    )  # fmt: skip
+    group.add_argument(
+        "--stamped", choices=get_args(Stamped), help="the times are bar starts or bar ends "
+        "(end: moved back one bar). Default: starts, and a file that looks stamped at bar ends "
+        "is refused",
+    )  # fmt: skip
+
+
+def bar_file_spec(args: argparse.Namespace, data: DataConfig) -> BarFileSpec:
+    """The reading of `add_bar_file_options`' options, each over the configuration's own."""
+    from scalper.bars import BarFileSpec
+
+    return BarFileSpec.configured(data, args.ts_column, args.ts_unit, args.stamped)
+
+
+def read_bar_file(path: str | Path, args: argparse.Namespace, cfg: Config) -> pl.DataFrame:
+    """A bars file as a backtest reads it: the times as the options (over `cfg.data`) say.
+
+    Prices off the instrument's tick grid are a warning of one line with the count: no order
+    fills there, so the results are optimistic, but the data is not wrong as such.
+    """
+    from scalper.bars import off_tick_warning, read_bars
+
+    bars = read_bars(path, bar_file_spec(args, cfg.data))
+    warning = off_tick_warning(bars, cfg.instrument.tick_size, str(path))
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
+    return bars
+
+
+def refuse_bar_file_options(args: argparse.Namespace, why: str) -> None:
+    """Options of `add_bar_file_options` given where no file is read are an error, not ignored."""
+    given = [f"--{name.replace('_', '-')}" for name in _BAR_FILE_OPTIONS if getattr(args, name)]
+    if given:
+        raise ScalperError(f"{', '.join(given)}: {why}")
+
+
+_BAR_FILE_OPTIONS = ("ts_column", "ts_unit", "stamped")
 
 
 def build_parser() -> argparse.ArgumentParser:

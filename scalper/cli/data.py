@@ -27,7 +27,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
-from scalper.cli import iso_date
+from scalper.cli import add_bar_file_options, iso_date
 from scalper.config import FileFormat
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bar-seconds", type=int, help="resample to this bar size first (default: keep)"
     )
     _add_config(imported)
+    add_bar_file_options(imported)
     imported.set_defaults(func=_import)
 
     continuous = actions.add_parser(
@@ -95,13 +96,15 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from scalper.cli import bar_file_spec
     from scalper.config import load_config
     from scalper.importers import import_file
     from scalper.resample import resample
 
     cfg = load_config(args.config)
     symbol = args.symbol or cfg.instrument.symbol
-    bars = import_file(args.path, args.format or cfg.data.format, symbol)
+    spec = bar_file_spec(args, cfg.data)
+    bars = import_file(args.path, args.format or cfg.data.format, symbol, spec=spec)
     if args.bar_seconds:
         bars = resample(bars, args.bar_seconds)
     print(_stored("imported", bars, symbol))

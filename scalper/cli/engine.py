@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scalper.cli import add_bar_file_options
+
 
 def _warn(cfg: Any) -> None:
     for warning in cfg.warnings:
@@ -26,14 +28,16 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from scalper.backtest import run_backtest
-    from scalper.bars import read_bars
+    from scalper.cli import read_bar_file
     from scalper.config import load_config
+    from scalper.files import check_output_file
 
+    trades_out = args.trades_out and check_output_file(args.trades_out, "--trades-out")
     cfg = load_config(args.config)
     _warn(cfg)
-    result = run_backtest(read_bars(args.data), cfg)
-    if args.trades_out:
-        result.write_trades_csv(args.trades_out)
+    result = run_backtest(read_bar_file(args.data, args, cfg), cfg)
+    if trades_out:
+        result.write_trades_csv(trades_out)
     if args.json:
         print(json.dumps({"metrics": result.metrics_json(), "trades": result.metrics["trades"]}))
     else:
@@ -58,7 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the nightly chain on simulated MES bars and the defaults: data assets (simulate, "
         "validate, continuous), backtest, research assets and report",
     )
-    demo.add_argument("--home", type=Path, default=None, help="data directory (SCALPER_HOME)")
+    demo.add_argument(
+        "--home", type=Path, default=None,
+        help="the demo's own data directory (default: demo/ in SCALPER_HOME's)",
+    )  # fmt: skip
     demo.add_argument("--days", type=int, default=60, help="calendar days to simulate (default 60)")
     demo.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     demo.set_defaults(func=_demo)
@@ -68,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--data", required=True, help="normalized bars file (CSV or Parquet)")
     bt.add_argument("--trades-out", help="write the trades to this CSV file")
     bt.add_argument("--json", action="store_true", help="print metrics as JSON")
+    add_bar_file_options(bt)
     bt.set_defaults(func=_backtest)
 
     config = sub.add_parser("config", help="configuration tools")

@@ -21,9 +21,10 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scalper.cli import iso_date
+from scalper.cli import add_bar_file_options, iso_date
 
 if TYPE_CHECKING:
+    from scalper.bars import BarFileSpec
     from scalper.config import Config
 
 
@@ -38,10 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--end", type=iso_date, help="last stored UTC day (default: --start)")
     validate.add_argument("--docs", action="store_true", help="also build the GX Data Docs")
     validate.add_argument("--config", help="configuration YAML (default: built-in defaults)")
+    add_bar_file_options(validate)
     validate.set_defaults(func=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from scalper.cli import bar_file_spec, refuse_bar_file_options
     from scalper.config import load_config
     from scalper.errors import ScalperError
 
@@ -50,15 +53,16 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     symbol = args.symbol or cfg.instrument.symbol
     if args.file:
-        return _validate_file(args.file, symbol, cfg, docs=args.docs)
+        return _validate_file(args.file, bar_file_spec(args, cfg.data), symbol, cfg, docs=args.docs)
+    refuse_bar_file_options(args, "they say how to read a --file, not the store")
     return _validate_store(symbol, args.start, args.end or args.start, cfg, docs=args.docs)
 
 
-def _validate_file(path: Path, symbol: str, cfg: Config, *, docs: bool) -> int:
+def _validate_file(path: Path, spec: BarFileSpec, symbol: str, cfg: Config, *, docs: bool) -> int:
     from quality import build_data_docs, validate_frame
     from scalper.bars import read_bars
 
-    result = validate_frame(read_bars(path), symbol=symbol, cfg=cfg, name=str(path))
+    result = validate_frame(read_bars(path, spec), symbol=symbol, cfg=cfg, name=str(path))
     print(result.summary())
     if docs:
         print(f"Data Docs: {build_data_docs([result])}")

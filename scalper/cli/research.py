@@ -19,14 +19,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scalper.cli import iso_date
+from scalper.cli import add_bar_file_options, iso_date
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import polars as pl
 
     from scalper.config import Config
     from scalper.report import Published
-    from scalper.research import ResearchRun
+    from scalper.research import Excluded, ResearchRun
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +47,7 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="normalized bars file (CSV or Parquet)")
+    add_bar_file_options(parser)
     source.add_argument("--symbol", help="the continuous series of SYMBOL from the store")
     parser.add_argument("--start", type=iso_date, help="first session date (with --symbol)")
     parser.add_argument("--end", type=iso_date, help="last session date (with --symbol)")
@@ -56,19 +59,23 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
 def _inputs(args: argparse.Namespace, *windows: str) -> tuple[Config, pl.DataFrame, str]:
     """The configuration, the bars and their symbol. `--symbol` without dates reads the longest
     of the `research` windows named by `windows` (e.g. `backtest_sessions`)."""
-    from scalper.bars import read_bars
+    from scalper.cli import read_bar_file, refuse_bar_file_options
     from scalper.config import load_config
     from scalper.errors import ScalperError
+    from scalper.files import check_output_folder
     from scalper.research import continuous_reader, read_recent_sessions, read_sessions
     from scalper.store import partitions, stage_root
 
+    if args.out is not None:  # before any work: a bad --out must not cost a sweep
+        check_output_folder(args.out, "--out")
     cfg = load_config(args.config)
     if args.data is not None:
         if args.start or args.end:
             raise ScalperError("--start and --end select stored sessions; use them with --symbol")
-        bars = read_bars(args.data)
+        bars = read_bar_file(args.data, args, cfg)
         symbol = bars.get_column("symbol")[0] if "symbol" in bars.columns else None
         return cfg, bars, symbol or cfg.instrument.symbol
+    refuse_bar_file_options(args, "they say how to read a --data file, not the store")
     if (args.start is None) != (args.end is None):
         raise ScalperError("give both --start and --end, or neither (the configured window)")
     read = continuous_reader(args.symbol, cfg)
@@ -107,9 +114,10 @@ def _optimize(args: argparse.Namespace) -> int:
     sweep = run_sweep(bars, cfg)
     grid = grid_params(cfg)
     print(
-        f"scalper optimize: {sweep.height} sets ({grid.skipped} skipped) over {_span(bars, cfg)} "
-        f"in {time.perf_counter() - started:.1f} s"
+        f"scalper optimize: {sweep.height} sets ({len(grid.excluded)} excluded) over "
+        f"{_span(bars, cfg)} in {time.perf_counter() - started:.1f} s"
     )
+    _print_exclusions(grid.excluded)
     best = best_set(sweep, cfg)
     backtest, label = None, ""
     if best is None:
@@ -122,7 +130,9 @@ def _optimize(args: argparse.Namespace) -> int:
         print(
             f"best by {cfg.research.objective}: {format_point(point)}: {headline(backtest.metrics)}"
         )
-    run = ResearchRun(symbol, backtest=backtest, backtest_label=label, sweep=sweep)
+    run = ResearchRun(
+        symbol, backtest=backtest, backtest_label=label, sweep=sweep, excluded=grid.excluded
+    )
     return _publish(run, cfg, args)
 
 
@@ -135,8 +145,10 @@ def _walk_forward(args: argparse.Namespace) -> int:
     verdict = go_live_gate(wf, cfg)
     elapsed = time.perf_counter() - started
     print(f"scalper walk-forward: {_span(bars, cfg)} in {elapsed:.1f} s: {wf.summary()}")
+    _print_exclusions(wf.excluded)
     print(verdict.summary())
-    return _publish(ResearchRun(symbol, walk_forward=wf, verdict=verdict), cfg, args)
+    run = ResearchRun(symbol, walk_forward=wf, verdict=verdict, excluded=wf.excluded)
+    return _publish(run, cfg, args)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -150,13 +162,27 @@ def _report(args: argparse.Namespace) -> int:
     print(f"scalper report: research of {symbol} in {elapsed:.1f} s")
     print(f"backtest: {headline(run.backtest.metrics)}")
     print(f"walk-forward: {run.walk_forward.summary()}")
+    _print_exclusions(run.excluded)
     print(run.verdict.summary())
     return _publish(run, cfg, args)
 
 
+def _print_exclusions(excluded: Sequence[Excluded]) -> None:
+    """Which grid sets the configuration's rules kept out of the research, and why."""
+    from scalper.research import exclusion_lines
+
+    for line in exclusion_lines(excluded):
+        print(f"excluded {line}")
+
+
 def _publish(run: ResearchRun, cfg: Config, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from scalper.report import publish
 
+    # --data is a file; the store holds what the configured source (data.source) delivered
+    source = "file" if args.data is not None else cfg.data.source
+    run = replace(run, data_source=source)
     published: Published = publish(run, cfg, origin="cli", directory=args.out)
     if published.approved is not None:
         print(f"approved parameters: {published.approved}")

@@ -2,8 +2,9 @@
 
 `run` prepares the run folder (`stream/` in the data directory: topics, where the input starts,
 the recovery store) and then becomes the Bytewax worker process, so a service manager supervises
-the worker itself. `replay` publishes a bars file and, with `--trades-out`, runs the session end
-to end and writes the paper broker's trades.
+the worker itself. `replay` runs a bars file through a worker of its own, in its own topic
+namespace and run folder, with the paper broker (never a live worker's topics, never IB), and
+writes the trades with `--trades-out`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scalper.cli import add_bar_file_options
 from scalper.errors import ScalperError
 
 
@@ -33,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.process_id is not None and not args.addresses:
         raise ScalperError("--process-id needs --addresses (host:port of every process)")
-    settings = LiveSettings.load(args.config, default_run_dir())
+    settings = LiveSettings.load(args.config, default_run_dir(create=True))
     for warning in settings.cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     running = running_workers(settings.run_dir)
@@ -56,16 +58,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from scalper.cli import bar_file_spec
+    from scalper.config import load_config
+    from scalper.files import check_output_file
     from scalper.live.replay import replay
 
-    result = replay(args.config, args.data, speed=args.speed, trades_out=args.trades_out)
-    if result.trades is None:
-        print(f"published {result.bars:,} bars to bars.{result.symbol}")
-        return 0
+    if args.trades_out:  # before a session is replayed end to end
+        check_output_file(args.trades_out, "--trades-out")
+    spec = bar_file_spec(args, load_config(args.config).data)
+    result = replay(args.config, args.data, speed=args.speed, trades_out=args.trades_out, spec=spec)
+    if result.paper_instead_of is not None:
+        print(
+            f"note: broker.kind is {result.paper_instead_of}: a replay trades with the paper "
+            "broker only",
+            file=sys.stderr,
+        )
     pnl = result.trades["pnl"].sum()
+    written = f"trades written to {args.trades_out}; " if args.trades_out else ""
     print(
-        f"replayed {result.bars:,} bars of {result.symbol}: {result.trades.height} trades, "
-        f"net P&L {pnl:,.2f}; trades written to {args.trades_out} (state in {result.run_dir})"
+        f"replayed {result.bars:,} bars of {result.symbol} with the paper broker: "
+        f"{result.trades.height} trades, net P&L {pnl:,.2f}; {written}state in {result.run_dir}"
     )
     return 0
 
@@ -86,10 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_run)
 
     replay = actions.add_parser(
-        "replay", help="publish a bars file to Kafka, optionally end to end"
+        "replay",
+        help="trade a bars file through a stream worker of its own (own topics, paper broker)",
     )
     replay.add_argument("--config", help="configuration YAML (default: the built-in defaults)")
     replay.add_argument("--data", required=True, help="normalized bars file (CSV or Parquet)")
+    add_bar_file_options(replay)
     replay.add_argument(
         "--speed",
         type=_speed,
@@ -98,8 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     replay.add_argument(
         "--trades-out",
-        help="run the session end to end (broker and worker started if none runs) and write "
-        "the paper broker's trades to this CSV",
+        help="write the replay's trades (SPEC §4's CSV) to this file",
     )
     replay.set_defaults(func=_replay)
 

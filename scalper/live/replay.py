@@ -1,21 +1,24 @@
-"""Replaying a bars file through the live path: Kafka, a stream worker, the paper broker.
+"""Replaying a bars file through the stream path: Kafka, a stream worker, the paper broker.
 
-`replay` publishes the file to `bars.<symbol>` (paced at N times real time, or as fast as
-possible). With `trades_out` it runs the whole session: a Kafka broker and a worker are started
-when none runs, the in-band `end_of_data` marker follows the last bar, the worker's completion
-event is awaited, and the paper broker's trades are written in SPEC §4's CSV format: a backtest
-through the live path, which must equal `scalper backtest`. That needs a configuration of
-`broker.kind: paper`: old bars must never trade at Interactive Brokers.
+`replay` runs a whole session: a Kafka broker is started when none answers, a worker of the
+replay's own starts, the file is published (paced at N times real time, or as fast as possible)
+and followed by the in-band `end_of_data` marker, the worker's completion event is awaited, and
+the paper broker's trades are returned (and written in SPEC §4's CSV format with `trades_out`):
+a backtest through the stream path, which must equal `scalper backtest`.
 
-A worker started here gets a run folder of its own (`stream/replays/<symbol>-<time>`), pinned at
-the current end of the topics before the first bar is published: it sees exactly this replay,
-never a live worker's orders, and a second replay of the same file is a fresh session. A worker
-that already runs (`scalper stream run`) is fed instead, and the trades it made within the
-file's time span are written.
+History must never reach a live worker, whatever is running and whatever the configuration
+says. So a replay is isolated by construction, not by checks:
+
+- its run folder is its own (`stream/replays/<symbol>-<time>`): its ledger, its recovery store;
+- its topics are its own namespace (`replay.<run id>.bars.MES`, `replay.<run id>.orders`, ...,
+  `scalper.kafka.topics.Namespace`), deleted when it is done; nothing here names a live topic;
+- its worker trades through the paper broker even with `broker.kind: ibkr`
+  (`LiveSettings.load(..., replay=...)`): old bars never trade at Interactive Brokers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -29,26 +32,21 @@ from typing import Any
 
 import polars as pl
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from scalper import paths
 from scalper.backtest import trades_csv_frame, trades_from_records
-from scalper.bars import read_bars
+from scalper.bars import BarFileSpec, off_tick_warning, read_bars
 from scalper.config import load_config
 from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import publish
 from scalper.kafka.messages import Bar, Control, decode, encode_bar, encode_control
-from scalper.kafka.topics import ORDERS, RISK_EVENTS, bars_topic, ensure_topics
+from scalper.kafka.topics import Namespace, delete_replay_topics
 from scalper.ledger import Ledger
 from scalper.live.inbound import END_OF_DATA
-from scalper.live.settings import LiveSettings, default_run_dir
-from scalper.live.worker import (
-    end_offsets,
-    prepare_run,
-    running_workers,
-    start_worker,
-    stop_worker,
-)
+from scalper.live.settings import LiveSettings
+from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
 from scalper.progress import Progress
 
 NS_PER_SECOND = 1_000_000_000
@@ -58,12 +56,13 @@ WAIT_PER_BAR = 1 / 2_000  # ... this per replayed bar (a slow machine still does
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """What a replay did: bars published and, end to end, the trades and where they went."""
+    """What a replay did: bars published, the trades, and the run folder that holds its state."""
 
     symbol: str
     bars: int
-    trades: pl.DataFrame | None
-    run_dir: Path | None
+    trades: pl.DataFrame
+    run_dir: Path
+    paper_instead_of: str | None  # the configured broker.kind the replay did not use
 
 
 def source_seconds(bars: pl.DataFrame) -> int:
@@ -73,7 +72,7 @@ def source_seconds(bars: pl.DataFrame) -> int:
 
 
 def bar_messages(bars: pl.DataFrame, symbol: str) -> Iterator[tuple[bytes, bytes]]:
-    """The bars as `bars.<symbol>` messages, in file order."""
+    """The bars as messages of a bars topic, in file order."""
     for row in bars.select("ts", "open", "high", "low", "close", "volume").iter_rows():
         yield encode_bar(Bar(*row, symbol))
 
@@ -102,15 +101,20 @@ def replay(
     speed: float | None = None,
     trades_out: str | Path | None = None,
     progress: bool | None = None,
+    spec: BarFileSpec | None = None,
 ) -> ReplayResult:
-    """Publish `data` for the configured instrument; end to end with `trades_out`."""
+    """Replay `data` for the configured instrument in a namespace of its own (see the module
+    docstring); its trades also go to `trades_out`. `spec` says how to read the file's times
+    (default: the configuration's `data:` answers).
+
+    Prices off the instrument's tick grid are refused before anything is published: the live
+    worker dead-letters such bars, so the replay would quietly trade on what is left.
+    """
     cfg = load_config(config)
-    if trades_out is not None and cfg.broker.kind != "paper":  # old bars must never trade at IB
-        raise ScalperError(
-            f"{cfg.source}: broker.kind = {cfg.broker.kind!r}: a replay runs through the paper "
-            "broker only; replay with a configuration of broker.kind: paper"
-        )
-    bars = read_bars(data)
+    bars = read_bars(data, spec or BarFileSpec.configured(cfg.data))
+    off_tick = off_tick_warning(bars, cfg.instrument.tick_size, str(data))
+    if off_tick is not None:
+        raise ScalperError(f"{off_tick}; the live worker refuses such bars")
     symbol = cfg.instrument.symbol
     step = source_seconds(bars)
     if cfg.strategy.bar_seconds % step:
@@ -118,42 +122,36 @@ def replay(
             f"{data}: {step}-second bars cannot make the strategy's {cfg.strategy.bar_seconds}-"
             "second bars (not a multiple)"
         )
+    run_dir = _new_run_dir(symbol)
+    settings = LiveSettings.load(config, run_dir, source_seconds=step, replay=run_dir.name)
     with _kafka(cfg.kafka.bootstrap):
-        ensure_topics(cfg.kafka.bootstrap, [symbol])
-        if trades_out is None:
-            _publish(cfg.kafka.bootstrap, symbol, bars, speed, progress)
-            return ReplayResult(symbol, bars.height, None, None)
-        trades, run_dir = _end_to_end(config, symbol, bars, step, speed, progress)
-    trades_csv_frame(trades).write_csv(Path(trades_out))
-    return ReplayResult(symbol, bars.height, trades, run_dir)
+        try:
+            trades = _end_to_end(settings, symbol, bars, speed, progress)
+        finally:  # housekeeping: it must not hide what went wrong in the replay itself
+            with contextlib.suppress(ScalperError, KafkaError):
+                delete_replay_topics(settings.bootstrap, settings.namespace)
+    if trades_out is not None:
+        trades_csv_frame(trades).write_csv(Path(trades_out))
+    ignored = cfg.broker.kind if cfg.broker.kind != "paper" else None
+    return ReplayResult(symbol, bars.height, trades, run_dir, ignored)
 
 
 def _end_to_end(
-    config: str | None,
+    settings: LiveSettings,
     symbol: str,
     bars: pl.DataFrame,
-    step: int,
     speed: float | None,
     progress: bool | None,
-) -> tuple[pl.DataFrame, Path]:
-    """Publish into a running worker, or a worker of its own; wait; the trades it made."""
-    running = running_workers(default_run_dir())
-    run_dir = default_run_dir() if running else _new_run_dir(symbol)
-    settings = LiveSettings.load(config, run_dir, source_seconds=None if running else step)
-    if not running:
-        prepare_run(settings)
-    if running and step % settings.source_seconds:
-        raise ScalperError(
-            f"the running stream worker takes {settings.source_seconds}-second bars, "
-            f"the file has {step}-second bars"
-        )
-    events_from = end_offsets(settings.bootstrap, [RISK_EVENTS, ORDERS])
-    worker = None if running else _start(settings)
+) -> pl.DataFrame:
+    """Start the replay's worker, publish into its namespace, wait; the trades it made."""
+    namespace = settings.namespace
+    prepare_run(settings)
+    events_from = end_offsets(settings.bootstrap, [namespace.risk_events, namespace.orders])
+    worker = _start(settings)
     try:
-        _publish(settings.bootstrap, symbol, bars, speed, progress)
-        end = _publish_end(settings.bootstrap, symbol)
+        _publish(settings.bootstrap, namespace, symbol, bars, speed, progress)
+        end = _publish_end(settings.bootstrap, namespace, symbol)
         timeout = WAIT_FLOOR + bars.height * WAIT_PER_BAR
-        alive = (lambda: True) if worker is None else (lambda: worker.poll() is None)
         ts = bars["ts"]
         with Progress(bars.height, f"trade {symbol}", unit="bars", enabled=progress) as done:
 
@@ -161,19 +159,23 @@ def _end_to_end(
                 done.advance(int(ts.search_sorted(bar_ts, side="right")) - done.done)
 
             wait_for_end(
-                settings.bootstrap, symbol, end.issued_at, events_from, timeout, alive, decided_at
+                settings.bootstrap,
+                symbol,
+                end.issued_at,
+                events_from,
+                timeout,
+                lambda: worker.poll() is None,
+                decided_at,
             )
             done.advance(bars.height - done.done)
     finally:
-        if worker is not None:
-            stop_worker(worker)
+        stop_worker(worker)
     ledger = Ledger(settings.ledger_path)
     try:
-        first, last = bars["ts"][0], bars["ts"][-1]
-        records = ledger.trades(symbol, since=first, until=last)
+        records = ledger.trades(symbol)
     finally:
         ledger.close()
-    return trades_from_records(records), run_dir
+    return trades_from_records(records)
 
 
 def _new_run_dir(symbol: str) -> Path:
@@ -189,7 +191,12 @@ def _start(settings: LiveSettings) -> subprocess.Popen[bytes]:
 
 
 def _publish(
-    bootstrap: str, symbol: str, bars: pl.DataFrame, speed: float | None, progress: bool | None
+    bootstrap: str,
+    namespace: Namespace,
+    symbol: str,
+    bars: pl.DataFrame,
+    speed: float | None,
+    progress: bool | None,
 ) -> None:
     with Progress(bars.height, f"publish {symbol}", unit="bars", enabled=progress) as bar:
 
@@ -198,13 +205,13 @@ def _publish(
                 yield message
                 bar.advance()
 
-        publish(bootstrap, bars_topic(symbol), counted())
+        publish(bootstrap, namespace.bars(symbol), counted())
 
 
-def _publish_end(bootstrap: str, symbol: str) -> Control:
+def _publish_end(bootstrap: str, namespace: Namespace, symbol: str) -> Control:
     """The end marker, in-band after the last bar (see `scalper.live.inbound`)."""
     marker = Control(END_OF_DATA, symbol, reason="end of the replayed file")
-    publish(bootstrap, bars_topic(symbol), [encode_control(marker)])
+    publish(bootstrap, namespace.bars(symbol), [encode_control(marker)])
     return marker
 
 

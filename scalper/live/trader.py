@@ -23,7 +23,14 @@ or it never arrived because the connection died with it. The broker writes that 
 when it reports the next bar, and the trader, before the engine decides at that bar, gives the
 engine `on_reject` for it, as it does for an order refused at once: otherwise the engine would
 wait for the fill of an order that no longer exists and never decide again. The paper broker
-decides everything synchronously, so for it the check is skipped (and nothing changes).
+drops an order when the kill switch cancels it from outside the worker.
+
+A live trader (not a replay's) also refuses history: a bar that closed more than
+`stream.max_bar_age_seconds` before Kafka took it, or that closes that long after, is a dead
+letter, whoever published it (a replay into the live topic, a backfill, a test tool). The age is
+measured against the message's Kafka timestamp, not the clock at processing, because the input
+since the last snapshot is processed again after a crash, possibly minutes later, and must be
+decided exactly as the first time (orders already sent are only recognised if decided again).
 
 `resume` is also SPEC §4's manual reset of a halt: it lifts a pause and a halt (the kill switch,
 the kill-switch loss, the minimum balance, a broker desync) in the engine and in the ledger.
@@ -43,17 +50,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
+from time import time_ns
 from typing import Any
 
-from scalper.bars import iso_utc
+from scalper.bars import PRICE_COLUMNS, is_on_tick, iso_utc
 from scalper.brokers import Fill, OrderIntent
-from scalper.brokers.paper import PaperBroker
 from scalper.calendar import SessionClock
-from scalper.config import load_config_with_overrides
 from scalper.engine import Engine
 from scalper.errors import ScalperError
 from scalper.kafka.messages import Bar, Control, encode_bar
-from scalper.kafka.topics import CONTROL, bars_topic
 from scalper.ledger import JournalEntry, Ledger
 from scalper.live.aggregator import NS_PER_SECOND, BarAggregator
 from scalper.live.brokers import make_broker
@@ -107,8 +112,8 @@ class Desk:
         self.sink = OrderSink(self.ledger, self.broker, settings.max_position)
         self.journal = self.ledger.control_journal()
         self._source_ns = settings.source_seconds * NS_PER_SECOND
-        # Only a real broker drops orders after accepting them (see the module docstring).
-        self._late_statuses = not isinstance(self.broker, PaperBroker)
+        self._max_age_ns = settings.max_bar_age_seconds * NS_PER_SECOND
+        self._control = settings.namespace.control
 
     def close(self) -> None:
         """Disconnect the broker and close the ledger (a worker process just dies instead:
@@ -135,7 +140,7 @@ class Desk:
         if state is None:
             state = self.new_state(message.symbol)
         item = message.item
-        if message.topic == CONTROL and isinstance(item, Control):
+        if message.topic == self._control and isinstance(item, Control):
             return state, self.on_control(state, message, item)
         events: list[Event] = []
         journal = self.journal.get(state.symbol, ())
@@ -154,7 +159,7 @@ class Desk:
     # -- bars ------------------------------------------------------------------------------------
 
     def on_bar(self, state: TraderState, message: Inbound, bar: Bar, events: list[Event]) -> None:
-        why = self._refusal(state, bar)
+        why = self._too_old(bar, message.published_ns) or self._refusal(state, bar)
         if why is not None:
             key = state.symbol.encode()
             where = (message.topic, message.partition, message.offset)
@@ -163,6 +168,23 @@ class Desk:
         state.last_ts = bar.ts
         for done in state.aggregator.add(bar):
             self._trade(state, done, events)
+
+    def _too_old(self, bar: Bar, published_ns: int | None) -> str | None:
+        """Why a live trader must not take this bar as the market now, or None (see the module
+        docstring; a message without a Kafka timestamp is judged against the clock)."""
+        if not self._max_age_ns:
+            return None
+        now = time_ns() if published_ns is None else published_ns
+        age = now - (bar.ts + self._source_ns)
+        if abs(age) <= self._max_age_ns:
+            return None
+        limit = self._max_age_ns // NS_PER_SECOND
+        when = "before" if age > 0 else "after"
+        return (
+            f"bar age: the bar at {_when(bar)} closed {abs(age) / NS_PER_SECOND:,.0f} s {when} "
+            f"it was published ({iso_utc(now)}), beyond stream.max_bar_age_seconds = {limit}: a "
+            "live worker trades no history (replay files with `scalper stream replay`)"
+        )
 
     def _refusal(self, state: TraderState, bar: Bar) -> str | None:
         """Why a well-formed bar must not be used, or None (the decoder checked its form)."""
@@ -177,6 +199,11 @@ class Desk:
             return f"the bar at {_when(bar)} is not on the {seconds}-second grid of source bars"
         if not 0 < bar.low <= bar.high < MAX_PRICE:
             return f"the bar at {_when(bar)} has prices outside (0, {MAX_PRICE:g})"
+        tick = self.settings.params[state.symbol]["tick_size"]
+        prices = zip(PRICE_COLUMNS, (bar.open, bar.high, bar.low, bar.close), strict=True)
+        off_tick = ", ".join(f"{n} {p!r}" for n, p in prices if not is_on_tick(p, tick))
+        if off_tick:  # no order fills there: a feed or instrument mix-up, never a real trade
+            return f"the bar at {_when(bar)} has prices off the {tick:g} tick grid: {off_tick}"
         if bar.volume >= MAX_VOLUME:
             return f"the bar at {_when(bar)} has a volume of {bar.volume}, beyond any real bar"
         return None
@@ -187,13 +214,13 @@ class Desk:
             self._reload_at_roll(state, state.pending_params, bar, events)
         for fill in self.broker.on_bar(state.symbol, bar):
             self._book_fill(state, fill, events)
-        if self._late_statuses:
-            self._check_dropped(state, bar, events)
+        self._check_dropped(state, bar, events)
         try:
             order = state.engine.on_bar(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         except ValueError as exc:  # the engine's own bar check; the trader's should catch all
             why, raw = f"the engine refused the bar: {exc}", encode_bar(bar)[1]
-            events.append(dead_letter(why, raw, bars_topic(state.symbol), None, None))
+            topic = self.settings.namespace.bars(state.symbol)
+            events.append(dead_letter(why, raw, topic, None, None))
             return
         state.recent_closes.append(bar.close)
         if order is not None:
@@ -325,11 +352,11 @@ class Desk:
 
     def _approved_params(self, symbol: str) -> dict[str, Any]:
         """The approved parameters for `symbol` (`params`), or why they cannot be used (`error`)."""
-        from scalper.research import approved_params_path
+        from scalper.research import approved_params_path, load_approved_params
 
         path = approved_params_path()
-        try:
-            cfg = load_config_with_overrides(self.settings.config_path, path)
+        try:  # approved on market data for this symbol (its provenance), else refused
+            cfg = load_approved_params(self.settings.config_path, path, symbol)
             params = symbol_params(cfg, symbol)
         except ScalperError as exc:
             return {"error": str(exc)}
