@@ -44,11 +44,26 @@ def eod_watchdog(config: str | None = None) -> dict[str, Any]:
 
 
 @flow(name="kill-switch")
-def kill_switch(config: str | None = None, reason: str = "kill switch flow") -> dict[str, Any]:
-    """Halt the stream and flatten everything (at the broker if the worker does not), alert."""
-    control, result = procedures.kill(Operations.load(config), reason)
-    get_run_logger().info("kill published; remaining %s", result.remaining)
-    return {"issued_at": control.issued_at, **_flattening(result)}
+def kill_switch(
+    config: str | None = None, reason: str = "kill switch flow", symbols: list[str] | None = None
+) -> dict[str, Any]:
+    """Halt and flatten `symbols` (default: all): the ledger, the stream and the broker, each
+    path on its own (`scalper.ops.procedures.kill`, as `scalper kill`). The run fails when the
+    kill is not confirmed, so the UI shows it red."""
+    result = procedures.kill(Operations.load(config), reason, symbols)
+    for symbol in result.symbols:
+        get_run_logger().info("%s: %s", symbol.symbol, symbol.detail)
+    get_run_logger().info("halt: %s; stream: %s", result.halt, result.stream)
+    summary = {
+        "issued_at": None if result.control is None else result.control.issued_at,
+        "symbols": {s.symbol: {"flat": s.flat, "detail": s.detail} for s in result.symbols},
+        "halt": result.halt,
+        "stream": result.stream,
+        "confirmed": result.confirmed,
+    }
+    if not result.confirmed:
+        raise KillNotConfirmed(summary)
+    return summary
 
 
 @flow(name="daily-summary")
@@ -69,6 +84,10 @@ def stream_supervisor(config: str | None = None) -> dict[str, Any]:
     return {"action": result.action, "pid": result.pid, "health": asdict(result.health)}
 
 
+class KillNotConfirmed(RuntimeError):
+    """The kill switch could not confirm everything (its summary says what): the run fails."""
+
+
 def _flattening(result: procedures.Flattening) -> dict[str, Any]:
     return {"positions": result.positions, "remaining": result.remaining, "flat": result.flat,
-            "flattened_at_broker": result.flattened is not None}  # fmt: skip
+            "flattened_at_broker": bool(result.positions)}  # fmt: skip

@@ -17,7 +17,7 @@ from scalper.ibkr.adapter import IbkrBroker
 from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import publish
 from scalper.kafka.messages import Bar, encode_bar
-from scalper.kafka.topics import bars_topic
+from scalper.kafka.topics import LIVE
 from scalper.ledger import Ledger
 from scalper.live.settings import symbol_params
 from scalper.ops.context import Operations
@@ -56,11 +56,12 @@ def test_kill_flattens_at_the_broker_when_no_worker_does(world: OpsWorld) -> Non
     trade_by_hand(world.gateway, "BUY", 2)
     code, output = scalper(world, "kill", "--reason", "cli kill test", "--wait", "1")
     assert code == 0, output
-    assert "kill published on control (*): cli kill test" in output and "positions: flat" in output
+    assert f"{SYMBOL}: flat — was +2, confirmed flat at the ibkr broker" in output
+    assert "stream: told (kill on control)" in output
     assert world.gateway.position("MESM4") == 0
     assert any(c.command == "kill" and c.reason == "cli kill test" for c in world.controls())
     [alert] = world.alerts()
-    assert "Kill switch (*): cli kill test" in alert and "flattened at the broker" in alert
+    assert f"Kill switch ({SYMBOL}): cli kill test" in alert and "was +2" in alert
 
 
 def test_resume_publishes_resume(world: OpsWorld) -> None:
@@ -81,12 +82,13 @@ def test_status_shows_links_positions_pnl_breakers_last_bar_and_worker(
         ledger.set_halt(SYMBOL, "kill switch: test")
         trader = IbkrBroker(ledger, {SYMBOL: symbol_params(ops.cfg, SYMBOL)}, ops.cfg.broker)
     last_bar = 1_924_992_000 * NS  # 2031-01-01, newer than any other test's bar
-    publish(world.kafka.bootstrap, bars_topic(SYMBOL), [encode_bar(_bar(last_bar))])
+    publish(world.kafka.bootstrap, LIVE.bars(SYMBOL), [encode_bar(_bar(last_bar))])
     try:
         code, output = scalper(world, "status")
     finally:
         trader.close()
-    assert code == 0, output
+    assert code == 1, output  # the worker does not run: not a healthy state
+    assert "scalper: stream worker unhealthy: no worker process runs" in output
     assert "IB trader link: all links up, entries allowed" in output
     assert "IB bridge link: never ran here" in output
     assert f"{SYMBOL}: position +1" in output and "entries halted: kill switch: test" in output

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import (
@@ -27,6 +28,7 @@ from prefect.settings import (
 )
 
 from flows.operations import (
+    KillNotConfirmed,
     daily_summary_flow,
     eod_watchdog,
     kill_switch,
@@ -39,6 +41,7 @@ from scalper.config import config_from_dict, load_config
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.messages import Control
 from scalper.live.worker import running_workers
+from scalper.ops import procedures
 from scalper.ops.context import Operations
 from scalper.ops.prefect import api_url, start_server, stop_process
 from scalper.ops.summary import session_window
@@ -112,7 +115,7 @@ def test_session_open_halts_on_a_position_mismatch(ibkr_world: OpsWorld) -> None
     trade_by_hand(ibkr_world.gateway, "BUY", 1)
     approved = ibkr_world.home / "research" / "approved_params.yaml"
     approved.parent.mkdir()
-    approved.write_text("strategy: {lookback: 15}\n")
+    approved.write_text(f"{IBKR_PROVENANCE}strategy: {{lookback: 15}}\n")
     since = time.time_ns()
     result = session_open(config=str(ibkr_world.config))
     assert result["action"] == "halted"
@@ -123,6 +126,36 @@ def test_session_open_halts_on_a_position_mismatch(ibkr_world: OpsWorld) -> None
     [alert] = ibkr_world.alerts()
     assert "disagree" in alert and "entries are paused" in alert
     assert risk_events(ibkr_world) == ["mismatch_halt"]
+
+
+IBKR_PROVENANCE = "provenance: {data_source: ibkr, symbol: MES}\n"
+
+
+@pytest.mark.parametrize(
+    ("provenance", "why"),
+    [
+        ("", "no provenance"),
+        ("provenance: {data_source: simulator, symbol: MES}\n", "approved on simulated data"),
+        ("provenance: {data_source: ibkr, symbol: ES}\n", "approved for ES, not for MES"),
+    ],
+)
+def test_session_open_refuses_parameters_not_approved_on_this_market(
+    provenance: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    kafka_broker: KafkaBroker, telegram: HttpRecorder, gateway: FakeGateway,
+) -> None:  # fmt: skip
+    """Approved on simulated data, for another symbol, or of unknown origin: not sent to the
+    worker (the current parameters stay) and a warning says why. (The procedure itself: the
+    flow above is a shell around it.)"""
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, gateway)
+    approved = world.home / "research" / "approved_params.yaml"
+    approved.parent.mkdir()
+    approved.write_text(f"{provenance}strategy: {{lookback: 15}}\n")
+    since = time.time_ns()
+    result = procedures.session_open(Operations.load(str(world.config)))
+    assert result.action == "none" and result.approved_params is None
+    assert published_since(world, since) == []
+    [alert] = world.alerts()
+    assert "Approved parameters not loaded" in alert and why in alert
 
 
 def test_session_open_adopts_when_configured(
@@ -167,9 +200,22 @@ def test_the_kill_switch_publishes_kill(world: OpsWorld) -> None:
     assert [(c.command, c.symbol, c.issued_at) for c in kills] == [
         ("kill", "*", result["issued_at"])
     ]
-    assert result["flat"]
+    assert result["confirmed"] and result["symbols"][SYMBOL]["flat"]
     [alert] = world.alerts()
     assert "Kill switch" in alert and "flows test kill" in alert
+
+
+def test_the_kill_switch_flow_fails_when_the_kill_is_not_confirmed(ibkr_world: OpsWorld) -> None:
+    """The flow runs `scalper kill`'s procedure: IB is flattened with Kafka down, and the run
+    fails (red in the UI) because the stream was not told."""
+    assert ibkr_world.gateway is not None
+    trade_by_hand(ibkr_world.gateway, "BUY", 1)
+    config = yaml.safe_load(ibkr_world.config.read_text())
+    config["kafka"]["bootstrap"] = f"127.0.0.1:{free_port()}"
+    ibkr_world.config.write_text(yaml.safe_dump(config))
+    with pytest.raises(KillNotConfirmed, match="NOT told"):
+        kill_switch(config=str(ibkr_world.config), reason="flow with kafka down", symbols=["mes"])
+    assert ibkr_world.gateway.position("MESM4") == 0
 
 
 def test_the_daily_summary_writes_its_page_and_alerts_without_secrets(world: OpsWorld) -> None:

@@ -20,6 +20,14 @@ def client_order_id(symbol: str, session: str, seq: int) -> str:
     return f"{symbol}-{session}-{seq:04d}"
 
 
+KILL_PREFIX = "KILL-"
+
+
+def kill_ref(symbol: str, stamp_ns: int) -> str:
+    """The id of a kill-switch flattening order, at IB (`orderRef`) and at the paper broker."""
+    return f"{KILL_PREFIX}{symbol}-{stamp_ns}"
+
+
 class OrderIntent(NamedTuple):
     """A market order the engine decided at a bar's close, for the next bar's open.
 

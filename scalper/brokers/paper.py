@@ -15,6 +15,14 @@ quiet stretch again gives the same nothing, and the hot path does no I/O.
 
 Orders are idempotent by client order id, and every submission is counted (`received`), so a
 duplicate that ever reached the exchange would show.
+
+The kill switch reaches this exchange from outside the worker, as it reaches IB: `kill`, from
+another process, cancels the working order and places a market order closing the position
+(`KILL-<symbol>-<ns>`), which fills at the next bar's open and reaches the engine as a `kill`
+exit, like any fill. The worker's exchange keeps its books in memory, so such a change bumps the
+book's `revision`: the worker notices another connection's commit (SQLite's `data_version`, one
+cheap pragma per call), loads a revised book again, and a bar simulated on a book revised
+meanwhile is simulated again on the new one instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scalper.brokers import Fill, OrderIntent
+from scalper.brokers import Fill, OrderIntent, kill_ref
 from scalper.engine import FillSimulator
 from scalper.kafka.messages import Bar
 from scalper.ledger import Ledger
@@ -38,6 +46,10 @@ CREATE TABLE IF NOT EXISTS paper_books (
     working_id TEXT,     -- client order id of the working market order
     entry_id TEXT,       -- client order id of the entry that opened the position
     simulator BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paper_revisions (
+    symbol TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL  -- changes of the book from outside the worker (the kill switch)
 );
 CREATE TABLE IF NOT EXISTS paper_orders (
     client_order_id TEXT PRIMARY KEY,
@@ -57,6 +69,11 @@ class _Book:
     closed_ts: int | None = None
     working_id: str | None = None
     entry_id: str | None = None
+    revision: int = 0
+
+
+class _Revised(Exception):
+    """The book was changed from outside while this exchange worked on its old copy."""
 
 
 class PaperBroker:
@@ -67,6 +84,7 @@ class PaperBroker:
         self._params = params
         self._books: dict[str, _Book] = {}
         ledger.connection.executescript(SCHEMA)
+        self._version = self._data_version()
 
     # -- the Broker interface ------------------------------------------------------------------
 
@@ -94,20 +112,59 @@ class PaperBroker:
             )
         return accepted
 
-    def cancel(self, symbol: str) -> str | None:
-        book = self._book(symbol)
-        if not book.simulator.has_pending():
-            return None
-        book.simulator.cancel()
-        cancelled, book.working_id = book.working_id, None
+    def cancel(self, symbol: str, why: str | None = None) -> str | None:
+        """Cancel the working order; its id, None when none works."""
         with self._ledger.transaction():
+            book = self._book(symbol)
+            if not book.simulator.has_pending():
+                return None
+            book.simulator.cancel()
+            cancelled, book.working_id = book.working_id, None
             if cancelled is not None:
-                self._ledger.set_order_status(cancelled, "cancelled")
+                self._ledger.set_order_status(cancelled, "cancelled", why)
             self._save(symbol, book)
         return cancelled
 
+    def kill(self, symbol: str, session: str, stamp_ns: int) -> str | None:
+        """The kill switch, from outside the worker: cancel the working order, then place a
+        market order that closes the position at the next bar's open. Its id (None when flat).
+
+        The order is recorded in the ledger as sent, like the sink's, so the sink refuses
+        entries while it works; the book's revision tells the worker's exchange to load it.
+        """
+        with self._ledger.transaction():
+            self.cancel(symbol, "kill switch")
+            book = self._book(symbol)
+            position = book.simulator.position()
+            order_id = None
+            if position:
+                order_id = kill_ref(symbol, stamp_ns)
+                action = "SELL" if position > 0 else "BUY"
+                intent = OrderIntent(order_id, symbol, session, 0, action, abs(position), "exit",
+                                     "kill", book.last_ts or 0, stamp_ns, 0, 0)  # fmt: skip
+                self._ledger.record_order(intent, "sent", sent=True)
+                book.simulator.submit(action, abs(position), "exit", "kill")
+                book.working_id = order_id
+                self._ledger.connection.execute(
+                    "INSERT INTO paper_orders VALUES (?, ?, 1, 1)", (order_id, symbol)
+                )
+            book.revision = self._ledger.connection.execute(
+                "INSERT INTO paper_revisions VALUES (?, 1) ON CONFLICT (symbol) "
+                "DO UPDATE SET revision = revision + 1 RETURNING revision",
+                (symbol,),
+            ).fetchone()[0]
+            self._save(symbol, book)
+        return order_id
+
     def on_bar(self, symbol: str, bar: Bar) -> list[Fill]:
         """Fills during `bar`: simulated, or as recorded when the exchange has seen it already."""
+        try:
+            return self._on_bar(symbol, bar)
+        except _Revised:  # the kill switch changed the book meanwhile: this bar on the new one
+            self._books.pop(symbol, None)
+            return self._on_bar(symbol, bar)
+
+    def _on_bar(self, symbol: str, bar: Bar) -> list[Fill]:
         book = self._book(symbol)
         if book.last_ts is not None and bar.ts <= book.last_ts:
             return [f for f in self._ledger.fills_at(symbol, bar.ts) if f.reason != END_OF_DATA]
@@ -176,7 +233,20 @@ class PaperBroker:
         )
         return bool(row[0])
 
+    def _data_version(self) -> int:
+        return int(self._ledger.connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def _revision(self, symbol: str) -> int:
+        row = self._ledger.connection.execute(
+            "SELECT revision FROM paper_revisions WHERE symbol = ?", (symbol,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def _book(self, symbol: str) -> _Book:
+        version = self._data_version()
+        if version != self._version:  # another connection committed: a revised book, maybe
+            self._version = version
+            self._books = {s: b for s, b in self._books.items() if self._revision(s) == b.revision}
         book = self._books.get(symbol)
         if book is None:
             book = self._books[symbol] = self._load(symbol)
@@ -188,16 +258,21 @@ class PaperBroker:
             "WHERE symbol = ?",
             (symbol,),
         ).fetchone()
+        revision = self._revision(symbol)
         if row is None:
-            return _Book(FillSimulator(dict(self._params[symbol])))
+            return _Book(FillSimulator(dict(self._params[symbol])), revision=revision)
         last_ts, closed_ts, working_id, entry_id, simulator = row
-        return _Book(FillSimulator.restore(simulator), last_ts, closed_ts, working_id, entry_id)
+        return _Book(
+            FillSimulator.restore(simulator), last_ts, closed_ts, working_id, entry_id, revision
+        )
 
     def _commit(self, symbol: str, book: _Book, fills: list[Fill], filled: str | None) -> None:
         """Fills, the filled order's status and the new exchange state, in one transaction."""
         if filled is not None:
             book.working_id = None
         with self._ledger.transaction():
+            if self._revision(symbol) != book.revision:
+                raise _Revised
             for fill in fills:
                 self._ledger.record_fill(fill)
             if filled is not None:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported by the handlers: `scalper --help` stays fast
@@ -27,32 +28,51 @@ def _ops(args: argparse.Namespace) -> Operations:
 
 
 def _kill(args: argparse.Namespace) -> int:
+    """One line per symbol (flat at the broker or not), the halt and the stream; exit 0 only
+    when every symbol is confirmed flat and the stream was told (`Kill.confirmed`)."""
     from scalper.ops.procedures import kill
 
-    ops = _ops(args)
-    _, result = kill(ops, args.reason, args.symbol, wait=args.wait)
-    print(f"kill published on control ({args.symbol}): {args.reason}")
-    if result.flat:
-        print("positions: flat")
+    result = kill(_ops(args), args.reason, None if args.all else args.symbol, wait=args.wait)
+    for symbol in result.symbols:
+        print(f"{symbol.symbol}: {'flat' if symbol.flat else 'NOT FLAT'} — {symbol.detail}")
+    print(f"halt: {result.halt}")
+    print(f"stream: {result.stream}")
+    if result.confirmed:
         return 0
-    open_ = ", ".join(f"{s} {q:+d}" for s, q in result.remaining.items())
-    print(f"positions STILL OPEN: {open_}")
+    print("scalper: kill NOT confirmed: act now (see above)", file=sys.stderr)
     return 1
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from scalper.ops.procedures import resume
+    from scalper.ops.procedures import resolve_symbols, resume
 
-    resume(_ops(args), args.reason, args.symbol)
-    print(f"resume published on control ({args.symbol}): {args.reason}")
+    ops = _ops(args)
+    symbols = None if args.all else args.symbol
+    resume(ops, args.reason, symbols)
+    print(f"resume published on control ({', '.join(resolve_symbols(ops, symbols))}): "
+          f"{args.reason}")  # fmt: skip
     return 0
+
+
+def _add_symbols(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--symbol S` (repeatable, any case) or `--all`; neither means all."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--symbol", action="append", metavar="SYMBOL",
+        help=f"{what} this configured symbol (any case; repeat for more)",
+    )  # fmt: skip
+    which.add_argument("--all", action="store_true", help=f"{what} every configured symbol "
+                       "(the default; a worker trading other symbols is told too)")  # fmt: skip
 
 
 def _status(args: argparse.Namespace) -> int:
     from scalper.ops.status import gather, render
 
     status = gather(_ops(args))
-    print(json.dumps(status, indent=2) if args.json else render(status))
+    print(json.dumps(status, indent=2) if args.json else render(status), flush=True)
+    if not status["worker"]["healthy"]:  # scripts and monitors act on the exit status
+        print(f"scalper: stream worker unhealthy: {status['worker']['why']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,10 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     kill = sub.add_parser("kill", help="kill switch: halt the stream, flatten everything, alert")
     kill.add_argument("--reason", default="manual kill switch", help="why (logged and alerted)")
-    kill.add_argument("--symbol", default="*", help="one symbol, or * for all (default)")
+    _add_symbols(kill, "halt and flatten")
     kill.add_argument(
         "--wait", type=float, default=30.0,
-        help="seconds the worker gets to flatten before the broker is flattened directly",
+        help="seconds the broker gets to show the positions flat (default 30)",
     )  # fmt: skip
     kill.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     kill.set_defaults(func=_kill)
@@ -109,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "resume", help="lift a pause or a halt (kill switch, loss limits): entries resume"
     )
     resume.add_argument("--reason", default="manual resume", help="why (logged and alerted)")
-    resume.add_argument("--symbol", default="*", help="one symbol, or * for all (default)")
+    _add_symbols(resume, "resume")
     resume.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     resume.set_defaults(func=_resume)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from ib_async import IB, Contract, MarketOrder, Trade
 
-from scalper.ibkr.orders import TIME_IN_FORCE, kill_ref
+from scalper.brokers import kill_ref
+from scalper.ibkr.orders import TIME_IN_FORCE
 from scalper.instruments import INSTRUMENTS
 
 FLATTEN_TIMEOUT = 30.0
@@ -69,9 +70,8 @@ def positions(ib: IB) -> dict[str, int]:
     return {symbol: qty for symbol, qty in held.items() if qty}
 
 
-def working_orders(ib: IB) -> tuple[WorkingOrder, ...]:
-    """The account's working orders, whichever client placed them (as synchronized at
-    connect plus what happened since)."""
+def working_orders(trades: Iterable[Trade]) -> tuple[WorkingOrder, ...]:
+    """The working orders among `trades`."""
     return tuple(
         WorkingOrder(
             t.order.orderRef,
@@ -81,15 +81,17 @@ def working_orders(ib: IB) -> tuple[WorkingOrder, ...]:
             t.order.orderType,
             t.orderStatus.status,
         )
-        for t in ib.openTrades()
+        for t in trades
     )
 
 
 async def snapshot(ib: IB) -> AccountSnapshot:
-    """Positions and working orders, fresh from the gateway (all clients' orders)."""
-    await ib.reqAllOpenOrdersAsync()
+    """Positions and working orders, fresh from the gateway (all clients' orders: the orders
+    the gateway lists now, not `ib.openTrades()`, which keeps another client's order open
+    after it was cancelled — IB sends its status to its own client only)."""
+    trades = await ib.reqAllOpenOrdersAsync()
     await ib.reqPositionsAsync()
-    return AccountSnapshot(positions(ib), working_orders(ib))
+    return AccountSnapshot(positions(ib), working_orders(trades))
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,28 @@ async def flatten_account(
 ) -> FlattenResult:
     """Cancel every working order, close the positions (of `symbols`, default all) at market,
     and wait until they are flat or `timeout` passes."""
-    wanted = None if symbols is None else set(symbols)
-    ib.reqGlobalCancel()
     deadline = time.monotonic() + timeout
+    await cancel_everything(ib, deadline)
+    sent = await close_positions(ib, symbols, deadline)
+    wanted = None if symbols is None else set(symbols)
+    remaining = {s: q for s, q in positions(ib).items() if wanted is None or s in wanted}
+    return FlattenResult(sent, remaining)
+
+
+async def cancel_everything(ib: IB, deadline: float) -> None:
+    """IB's global cancel (every working order of the account, whichever client placed it),
+    then a wait until none works, or `deadline` (a `time.monotonic()` value)."""
+    ib.reqGlobalCancel()
     while await ib.reqAllOpenOrdersAsync() and time.monotonic() < deadline:
         await asyncio.sleep(_POLL)
+
+
+async def close_positions(
+    ib: IB, symbols: Iterable[str] | None, deadline: float
+) -> tuple[str, ...]:
+    """Close the positions held (of `symbols`, default all) with market orders named
+    `KILL-<symbol>-<ns>`; waits until they are done or `deadline`. Their `orderRef`s."""
+    wanted = None if symbols is None else set(symbols)
     await ib.reqPositionsAsync()
     sent: list[Trade] = []
     stamp = time.time_ns()
@@ -125,8 +144,7 @@ async def flatten_account(
         order = MarketOrder(action, abs(held), orderRef=ref, tif=TIME_IN_FORCE)
         sent.append(ib.placeOrder(contract, order))
     await _until(lambda: all(t.isDone() for t in sent), deadline - time.monotonic())
-    remaining = {s: q for s, q in positions(ib).items() if wanted is None or s in wanted}
-    return FlattenResult(tuple(t.order.orderRef for t in sent), remaining)
+    return tuple(t.order.orderRef for t in sent)
 
 
 def _exchange(symbol: str) -> str:

@@ -28,22 +28,16 @@ from typing import Literal
 
 from ib_async import LimitOrder, MarketOrder, Order, StopOrder
 
-from scalper.brokers import Fill, OrderIntent
+from scalper.brokers import KILL_PREFIX, Fill, OrderIntent
 
 Role = Literal["order", "stop", "target", "kill"]
 PROTECTIVE: tuple[Role, ...] = ("stop", "target")
-KILL_PREFIX = "KILL-"
 TIME_IN_FORCE = "DAY"  # an order never outlives the session it was decided in
 
 
 def child_ref(entry_id: str, role: Role) -> str:
     """The `orderRef` of an entry's stop or target."""
     return f"{entry_id}-{role}"
-
-
-def kill_ref(symbol: str, stamp_ns: int) -> str:
-    """The `orderRef` of a kill-switch flattening order."""
-    return f"{KILL_PREFIX}{symbol}-{stamp_ns}"
 
 
 def parse_ref(ref: str) -> tuple[str, Role]:

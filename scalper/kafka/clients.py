@@ -28,13 +28,18 @@ CLIENT_ID = "scalper"
 Client = TypeVar("Client", KafkaAdminClient, KafkaConsumer, KafkaProducer)
 
 
-def _connected(factory: Callable[..., Client], bootstrap: str, **options: Any) -> Client:
+def _connected(
+    factory: Callable[..., Client],
+    bootstrap: str,
+    timeout_ms: int = CONNECT_TIMEOUT_MS,
+    **options: Any,
+) -> Client:
     """A client that has reached the cluster, or a one-line error saying nobody answers."""
     try:
         return factory(
             bootstrap_servers=bootstrap,
             client_id=CLIENT_ID,
-            bootstrap_timeout_ms=CONNECT_TIMEOUT_MS,
+            bootstrap_timeout_ms=timeout_ms,
             **options,
         )
     except KafkaTimeoutError:
@@ -49,28 +54,44 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
     return _connected(KafkaAdminClient, bootstrap)
 
 
-def publish(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+def publish(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    *,
+    timeout: float | None = None,
+) -> int:
     """Send (key, value) messages to `topic` and wait until all are acknowledged; returns count.
 
     The producer is idempotent with `acks=all` (kafka-python's defaults), so messages of one key
     arrive once and in order. Its request limit is the largest topic limit (`dead-letter`'s);
-    each topic's own limit is enforced by the broker.
+    each topic's own limit is enforced by the broker. With `timeout` (seconds) every wait —
+    connecting, metadata, acknowledgements — is bounded by it, and running out is a
+    `ScalperError`: a caller with something else to do (the kill switch) is never held up.
     """
-    producer = _connected(KafkaProducer, bootstrap, max_request_size=DEAD_LETTER_MAX_BYTES)
+    bounded: dict[str, Any] = {}
+    if timeout is not None:
+        bounded = {"timeout_ms": int(timeout * 1000), "max_block_ms": int(timeout * 1000)}
+    producer = _connected(
+        KafkaProducer, bootstrap, max_request_size=DEAD_LETTER_MAX_BYTES, **bounded
+    )
     try:
         sent = 0
         for key, value in messages:
             producer.send(topic, key=key, value=value)
             sent += 1
-        producer.flush()
+        producer.flush(timeout)
         return sent
+    except KafkaTimeoutError:
+        raise ScalperError(f"Kafka at {bootstrap} did not take the messages in time") from None
     finally:
-        producer.close()
+        producer.close(0 if timeout is not None else None)
 
 
-def send_control(bootstrap: str, control: Control) -> None:
-    """Publish an operator command (kill, pause, resume, reload_params) on `control`."""
-    publish(bootstrap, CONTROL, [encode_control(control)])
+def send_control(bootstrap: str, control: Control, *, timeout: float | None = None) -> None:
+    """Publish an operator command (kill, pause, resume, reload_params) on `control`, within
+    `timeout` seconds when given (see `publish`)."""
+    publish(bootstrap, CONTROL, [encode_control(control)], timeout=timeout)
 
 
 def read_topic(

@@ -63,12 +63,20 @@ class Operations:
         finally:
             ledger.close()
 
-    def control(self, command: ControlCommand, reason: str, symbol: str = ALL_SYMBOLS) -> Control:
-        """Publish a command on the `control` topic, which every stream worker obeys."""
+    def control(
+        self,
+        command: ControlCommand,
+        reason: str,
+        symbol: str = ALL_SYMBOLS,
+        *,
+        timeout: float | None = None,
+    ) -> Control:
+        """Publish a command on the `control` topic, which every stream worker obeys (within
+        `timeout` seconds when given; a `ScalperError` when Kafka does not take it)."""
         from scalper.kafka.clients import send_control
 
         control = Control(command, symbol, reason)
-        send_control(self.cfg.kafka.bootstrap, control)
+        send_control(self.cfg.kafka.bootstrap, control, timeout=timeout)
         return control
 
     def broker(self) -> BrokerView:

@@ -13,40 +13,49 @@ left over. `ops.on_mismatch` decides:
   alerted, and trading carries on (the system only ever manages its own orders).
 
 It then loads the approved parameters (`research/approved_params.yaml`, validated against the
-configuration first) by `reload_params` — the worker applies them at the session roll — and
+configuration first, and refused — the current ones stay, an alert says why — when their
+provenance is missing, or names simulated data or another symbol) by `reload_params` — the
+worker applies them at the session roll, checking the provenance again per symbol — and
 resets the operations' daily state (`daily_state`: the worker restart budget).
 
 **End of day**: at `flatten_at` + `ops.eod_grace_seconds` the positions must be flat (the engine
-exits at `flatten_at`); if not, the broker is flattened — directly at IBKR, through the worker
-for the paper broker — and the alert is critical either way.
+exits at `flatten_at`); if not, the broker is flattened directly (`BrokerView.flatten`: at IB,
+or at the paper exchange in the ledger) — without halting anything — and the alert is critical
+either way.
 
-**Kill switch**: `kill` on the control topic (the worker halts and flattens through its engine),
-then a wait for flat; if the positions are still open (a dead worker), IBKR is flattened
-directly. **Resume** publishes `resume`, which is also SPEC §4's manual reset of a halt: the
-worker lifts a pause and a halt (the kill switch's, or one of the engine's own: the kill-switch
-loss, the minimum balance) in the engine and in the ledger, and its `resume` risk event says
-what it lifted.
+**Kill switch** (`kill`, the one procedure behind `scalper kill` and the `kill-switch` flow): the
+named symbols (validated against the configuration) are halted in the ledger, the stream is told
+(`kill` on `control`) and the broker is flattened directly, each path independent of the others:
+Kafka down does not stop the broker being flattened, IB down does not stop the stream being told.
+The result says per symbol whether the broker itself shows it flat (no position, no working
+order), and whether the stream was told. **Resume** publishes `resume`, which is also SPEC §4's
+manual reset of a halt: the worker lifts a pause and a halt (the kill switch's, or one of the
+engine's own: the kill-switch loss, the minimum balance) in the engine and in the ledger, and
+its `resume` risk event says what it lifted.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from time import time_ns
 from typing import Any, Literal
 
 from scalper.errors import ScalperError
 from scalper.files import atomic_write
-from scalper.ibkr.account import AccountSnapshot, FlattenResult
-from scalper.kafka.messages import ALL_SYMBOLS, Control
+from scalper.ibkr.account import AccountSnapshot
+from scalper.kafka.messages import ALL_SYMBOLS, Control, ControlCommand
 from scalper.ledger import Ledger
-from scalper.ops.broker import BrokerView, wait_flat
+from scalper.ops.broker import is_flat, wait_flat
 from scalper.ops.context import Operations
-from scalper.paths import subdir
+from scalper.paths import subdir, subdir_path
 
 KILL_WAIT = 30.0
-"""Seconds the kill switch gives the worker to flatten before flattening at the broker."""
+"""Seconds the broker gets to show the positions flat once flattening was sent."""
 
 Action = Literal["none", "halted", "adopted"]
 
@@ -141,14 +150,17 @@ def _handle_mismatches(
 
 
 def _reload_approved_params(ops: Operations) -> str | None:
-    """Ask the worker to load the approved parameters, if there are valid ones."""
+    """Ask the worker to load the approved parameters, if there are valid ones: approved on
+    market data for a symbol the worker trades (`scalper.research.read_provenance`), and
+    valid with the configuration. Otherwise the current parameters stay, and an alert says why."""
     from scalper.config import load_config_with_overrides
-    from scalper.research import approved_params_path
+    from scalper.research import approved_params_path, read_provenance
 
     path = approved_params_path()
     if not path.is_file():
         return None
     try:
+        read_provenance(path, ops.symbols)
         load_config_with_overrides(ops.config_path, path)
     except ScalperError as exc:
         ops.alerter.send(f"Approved parameters not loaded: {exc}", "warning")
@@ -162,7 +174,7 @@ def _reload_approved_params(ops: Operations) -> str | None:
 
 
 def daily_state_path() -> Path:
-    return subdir("state") / "ops-day.json"
+    return subdir_path("state") / "ops-day.json"
 
 
 def reset_daily_state(session: date) -> dict[str, Any]:
@@ -180,6 +192,7 @@ def read_daily_state() -> dict[str, Any]:
 
 
 def write_daily_state(state: dict[str, Any]) -> None:
+    subdir("state")  # the write path: created here, never by a reader
     with atomic_write(daily_state_path()) as fh:
         fh.write(json.dumps(state, indent=2).encode())
 
@@ -190,10 +203,9 @@ def write_daily_state(state: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Flattening:
-    """What a watchdog or the kill switch found and did."""
+    """What the end-of-day watchdog found and did."""
 
     positions: dict[str, int]  # before acting
-    flattened: FlattenResult | None = None  # at the broker directly
     remaining: dict[str, int] = field(default_factory=dict)  # open when done
 
     @property
@@ -202,13 +214,13 @@ class Flattening:
 
 
 def eod_check(ops: Operations) -> Flattening:
-    """At `flatten_at` + grace: flat, or flattened now (and a critical alert)."""
+    """At `flatten_at` + grace: flat, or flattened at the broker now (and a critical alert)."""
     view = ops.broker()
     before = view.snapshot()
     if before.flat:
         return Flattening({})
-    done = _flatten(ops, view, "end-of-day watchdog: positions open after flatten_at")
-    flattening = Flattening(before.positions, done.flattened, done.remaining)
+    after = view.flatten(ops.symbols, everything=True, timeout=KILL_WAIT)
+    flattening = Flattening(before.positions, after.positions)
     ops.alerter.send(
         f"EOD watchdog: {_positions(before.positions)} still open after "
         f"{ops.cfg.session.flatten_at:%H:%M}; {_outcome(flattening)}",
@@ -217,34 +229,170 @@ def eod_check(ops: Operations) -> Flattening:
     return flattening
 
 
-def _flatten(ops: Operations, view: BrokerView, reason: str) -> Flattening:
-    """At the broker directly when it can (IBKR), else through the worker (`kill`)."""
-    direct = view.flatten()
-    if direct is not None:
-        return Flattening({}, direct, direct.remaining)
-    ops.control("kill", reason)
-    return Flattening({}, None, wait_flat(view, KILL_WAIT).positions)
+def resolve_symbols(ops: Operations, names: Sequence[str] | None) -> tuple[str, ...]:
+    """The configured symbols `names` means, whatever their case; None: all of them.
+
+    A kill or resume of a symbol nobody trades would report success while nothing happens,
+    and a shell's `*` expands to file names: both are refused, before anything is done.
+    """
+    if names is None:
+        return ops.symbols
+    configured = {s.upper(): s for s in ops.symbols}
+    resolved: list[str] = []
+    for name in names:
+        if name.strip() in (ALL_SYMBOLS, ""):
+            raise ScalperError(f"--symbol {name!r} is not a symbol: use --all for every symbol")
+        symbol = configured.get(name.strip().upper())
+        if symbol is None:
+            raise ScalperError(
+                f"--symbol {name!r} is not traded by this configuration "
+                f"({', '.join(ops.symbols)}; stream.symbols or instrument.symbol)"
+            )
+        if symbol not in resolved:
+            resolved.append(symbol)
+    return tuple(resolved)
+
+
+@dataclass(frozen=True)
+class SymbolKill:
+    """One symbol after the kill switch: confirmed flat at the broker, or why not."""
+
+    symbol: str
+    flat: bool  # no position and no working order, as the broker itself reports
+    detail: str  # what was found and done, or why flat could not be confirmed
+
+
+@dataclass(frozen=True)
+class Kill:
+    """What the kill switch did: per symbol at the broker, the halt, the stream."""
+
+    reason: str
+    symbols: tuple[SymbolKill, ...]
+    halt: str  # the halt in the ledger: recorded, or why not
+    stream_told: bool
+    stream: str  # the command on `control`, or why it could not be sent
+    control: Control | None
+
+    @property
+    def confirmed(self) -> bool:
+        """Everything done: every symbol flat at the broker and the stream told (a worker not
+        told trades on with its own idea of the position: a person must look)."""
+        return self.stream_told and all(s.flat for s in self.symbols)
+
+
+STREAM_TIMEOUT = 5.0
+"""Seconds Kafka gets to take the kill command: the broker is flattened whatever happens."""
+
+WORKER_GRACE = 10.0
+"""Seconds a running IB worker that was told gets to flatten through its engine, before the
+broker is flattened directly: two closing orders at once could reverse the position."""
 
 
 def kill(
-    ops: Operations, reason: str, symbol: str = ALL_SYMBOLS, wait: float = KILL_WAIT
-) -> tuple[Control, Flattening]:
-    """The kill switch: halt and flatten through the worker, at the broker if it must."""
-    control = ops.control("kill", reason, symbol)
+    ops: Operations, reason: str, symbols: Sequence[str] | None = None, wait: float = KILL_WAIT
+) -> Kill:
+    """The kill switch: halt and flatten `symbols` (None: all), by three independent paths.
+
+    1. The halt, in the ledger: the sink refuses entries from now on, also after a restart.
+    2. The stream: `kill` on `control` (bounded by `STREAM_TIMEOUT`): the worker halts its
+       engine and exits through it.
+    3. The broker, directly (`BrokerView.flatten`): cancel the working orders, close the
+       positions, and wait up to `wait` seconds for the broker to show them flat.
+
+    A failure of one path is reported and the others still run: the broker is flattened with
+    Kafka down, the stream is told with IB down.
+    """
+    targets = resolve_symbols(ops, symbols)
+    everything = symbols is None or set(targets) == set(ops.symbols)
+    halt = _record_halt(ops, targets, reason)
+    control, stream = _tell_stream(ops, "kill", reason, None if symbols is None else targets)
+    outcome = _flatten_for_kill(ops, targets, everything, wait, told=control is not None)
+    result = Kill(reason, outcome, halt, control is not None, stream, control)
+    lines = "\n".join(f"{s.symbol}: {'flat' if s.flat else 'NOT FLAT'}, {s.detail}"
+                      for s in outcome)  # fmt: skip
+    ops.alerter.send(
+        f"Kill switch ({', '.join(targets)}): {reason}\n{lines}\nstream: {stream}"
+        + ("" if result.confirmed else "\nNOT CONFIRMED — act now"),
+        "critical",
+    )
+    return result
+
+
+def _record_halt(ops: Operations, symbols: tuple[str, ...], reason: str) -> str:
+    """Halt the symbols in the worker's ledger (the sink's own check); never creates one."""
+    if not ops.settings.ledger_path.is_file():
+        return f"no ledger at {ops.settings.ledger_path} (no worker has run here): none to halt"
+    try:
+        with ops.ledger() as ledger, ledger.transaction():
+            for symbol in symbols:
+                ledger.set_halt(symbol, f"kill switch: {reason}")
+                ledger.record_risk_event(
+                    f"{symbol}-kill-{time_ns()}", symbol, "kill", f"kill switch: {reason}"
+                )
+    except (OSError, sqlite3.Error) as exc:
+        return f"NOT recorded in the ledger ({exc})"
+    return "recorded in the ledger"
+
+
+def _tell_stream(
+    ops: Operations, command: ControlCommand, reason: str, symbols: tuple[str, ...] | None
+) -> tuple[Control | None, str]:
+    """Publish `command` for `symbols` (None: `*`, every worker whatever it trades); the last
+    command sent, and what to say about it."""
+    control = None
+    try:
+        for symbol in symbols or (ALL_SYMBOLS,):
+            control = ops.control(command, reason, symbol, timeout=STREAM_TIMEOUT)
+    except ScalperError as exc:
+        return None, f"NOT told: {exc}"
+    return control, f"told ({command} on control)"
+
+
+def _flatten_for_kill(
+    ops: Operations, symbols: tuple[str, ...], everything: bool, wait: float, *, told: bool
+) -> tuple[SymbolKill, ...]:
+    """Path 3 of `kill`: each symbol flat at the broker, or why not."""
+    from scalper.live.worker import running_workers
+
+    if ops.cfg.broker.kind == "paper" and not ops.settings.ledger_path.is_file():
+        return tuple(SymbolKill(s, True, "no paper ledger: nothing held") for s in symbols)
     view = ops.broker()
-    before = view.snapshot()
-    after = wait_flat(view, wait) if not before.flat else before
-    direct = None if after.flat else view.flatten()
-    remaining = after.positions if direct is None else direct.remaining
-    flattening = Flattening(before.positions, direct, remaining)
-    ops.alerter.send(f"Kill switch ({symbol}): {reason}; {_outcome(flattening)}", "critical")
-    return control, flattening
+    try:
+        before = view.snapshot()
+        after = before
+        worker_runs = bool(running_workers(ops.settings.run_dir))
+        if told and worker_runs and ops.cfg.broker.kind == "ibkr" and not before.flat:
+            after = wait_flat(view, min(wait, WORKER_GRACE), symbols=symbols)
+        if not all(is_flat(after, s) for s in symbols):
+            after = view.flatten(symbols, everything=everything, timeout=wait)
+    except (ScalperError, OSError) as exc:
+        why = f"NOT confirmed: the {ops.cfg.broker.kind} broker did not answer ({exc})"
+        return tuple(SymbolKill(s, False, why) for s in symbols)
+    return tuple(_symbol_kill(s, before, after, ops.cfg.broker.kind) for s in symbols)
 
 
-def resume(ops: Operations, reason: str, symbol: str = ALL_SYMBOLS) -> Control:
-    """Lift pauses and halts (the manual reset): entries are allowed again."""
-    control = ops.control("resume", reason, symbol)
-    ops.alerter.send(f"Entries resumed ({symbol}): {reason}", "info")
+def _symbol_kill(
+    symbol: str, before: AccountSnapshot, after: AccountSnapshot, kind: str
+) -> SymbolKill:
+    held = before.positions.get(symbol, 0)
+    was = f"was {held:+d}" if held else "held nothing"
+    if is_flat(after, symbol):
+        return SymbolKill(symbol, True, f"{was}, confirmed flat at the {kind} broker")
+    left = [f"position {after.positions[symbol]:+d}"] if after.positions.get(symbol) else []
+    left += [f"order {o.ref or '(no ref)'} working" for o in after.orders if o.symbol == symbol]
+    waits = " (waits at the paper exchange for the next bar)" if kind == "paper" else ""
+    return SymbolKill(symbol, False, f"{was}, NOT confirmed: {', '.join(left)}{waits}")
+
+
+def resume(ops: Operations, reason: str, symbols: Sequence[str] | None = None) -> Control:
+    """Lift pauses and halts (the manual reset): entries are allowed again. Only the worker
+    can lift its engine's halt, so this needs the stream: a failure is the caller's error."""
+    targets = resolve_symbols(ops, symbols)
+    control = None
+    for symbol in (ALL_SYMBOLS,) if symbols is None else targets:
+        control = ops.control("resume", reason, symbol)
+    assert control is not None
+    ops.alerter.send(f"Entries resumed ({', '.join(targets)}): {reason}", "info")
     return control
 
 
@@ -253,7 +401,6 @@ def _positions(positions: dict[str, int]) -> str:
 
 
 def _outcome(flattening: Flattening) -> str:
-    how = "at the broker" if flattening.flattened is not None else "by the worker"
     if flattening.flat:
-        return "positions flat" + (f" (flattened {how})" if flattening.positions else "")
+        return "positions flat" + (" (flattened at the broker)" if flattening.positions else "")
     return f"STILL OPEN: {_positions(flattening.remaining)} — act now"
