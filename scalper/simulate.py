@@ -11,7 +11,9 @@ The model, per bar `t` (all times New York, log prices, parameters are the const
   18:00 on the previous day to 17:00, so the week opens Sunday 18:00 and closes Friday 17:00, with
   the 17:00–18:00 maintenance break and no Saturday bars. Session bounds are converted to UTC with
   `zoneinfo`, so DST is exact; US clocks change at 02:00 on Sundays, when the market is closed, so a
-  session's wall-clock time is its open plus the elapsed time. Exchange holidays are not modelled.
+  session's wall-clock time is its open plus the elapsed time. Given the exchange calendar
+  (`ExchangeSchedule`, SPEC §4.9), a holiday has no session and an early close ends its session
+  at the close: no bar starts on a holiday and none ends after an early close.
 * **Volatility clustering** — GARCH(1,1) on a unit-variance multiplier:
   `h[t] = omega + alpha * z[t-1]**2 * h[t-1] + beta * h[t-1]`, shocks `sqrt(h[t]) * z[t]`,
   `z ~ N(0, 1)`. `GARCH_ALPHA`, `GARCH_BETA` are per minute; for other bar sizes the persistence
@@ -46,7 +48,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from scalper.calendar import GLOBEX_CLOSE, GLOBEX_SESSION_END
+from scalper.calendar import GLOBEX_CLOSE, GLOBEX_SESSION_END, ExchangeSchedule
 from scalper.errors import ScalperError
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -97,18 +99,23 @@ def simulate_bars(
     symbol: str = "MES",
     start_price: float = 5000.0,
     tick_size: float = 0.25,
+    schedule: ExchangeSchedule | None = None,
 ) -> pl.DataFrame:
     """Simulate the bars of the trading sessions dated `start` … `start + days - 1`.
 
     A session date is the CME trading day (SPEC §2): Monday's session starts Sunday 18:00 New York,
     so the first bars may precede `start`. Returns `BAR_SCHEMA` columns plus `symbol`, prices on
     the `tick_size` grid. `bar_seconds` must divide an hour so bars align with the session bounds.
+    `schedule` (the exchange calendar, `scalper.calendar.exchange_schedule`) removes holidays and
+    cuts early-close sessions short; None simulates every weekday in full.
     """
     _check_arguments(days, bar_seconds, start_price, tick_size)
-    grid = _session_grid(start, days, bar_seconds)
+    grid = _session_grid(start, days, bar_seconds, schedule or ExchangeSchedule())
     if grid.ts.size == 0:
         end = start + timedelta(days=days - 1)
-        raise ScalperError(f"simulate: no trading sessions from {start} to {end} (weekend only)")
+        raise ScalperError(
+            f"simulate: no trading sessions from {start} to {end} (weekend or holidays only)"
+        )
     rng = np.random.default_rng(seed)
     minutes_per_bar = bar_seconds / 60
     variance = _garch_variance(rng.standard_normal(grid.ts.size), minutes_per_bar)
@@ -145,12 +152,18 @@ def _check_arguments(days: int, bar_seconds: int, start_price: float, tick_size:
 # Calendar
 
 
-def _session_grid(start: date, days: int, bar_seconds: int) -> _Grid:
-    sessions = [d for d in (start + timedelta(days=i) for i in range(days)) if d.weekday() < 5]
+def _session_grid(start: date, days: int, bar_seconds: int, schedule: ExchangeSchedule) -> _Grid:
+    sessions = [
+        d
+        for d in (start + timedelta(days=i) for i in range(days))
+        if d.weekday() < 5 and d not in schedule.holidays
+    ]
     opens = np.array(
         [_new_york_ns(d - timedelta(days=1), SESSION_OPEN) for d in sessions], np.int64
     )
-    closes = np.array([_new_york_ns(d, SESSION_CLOSE) for d in sessions], np.int64)
+    closes = np.array(
+        [_new_york_ns(d, schedule.close_on(d) or SESSION_CLOSE) for d in sessions], np.int64
+    )
     bar_ns = bar_seconds * _NS
     counts = (closes - opens) // bar_ns
     first_bar = np.cumsum(counts) - counts

@@ -3,13 +3,14 @@ the ways the strategies care about (tick grid, intraday profile, volatility clus
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, time, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
 from scalper.bars import BAR_SCHEMA, validate_bars
+from scalper.calendar import NEW_YORK, exchange_schedule, with_session_columns
 from scalper.errors import ScalperError
 from scalper.simulate import simulate_bars
 
@@ -120,3 +121,34 @@ def test_bad_arguments_are_user_errors() -> None:
         simulate_bars(SPRING, 1, bar_seconds=7)
     with pytest.raises(ScalperError, match="no trading sessions from 2024-03-09 to 2024-03-10"):
         simulate_bars(date(2024, 3, 9), 2)
+
+
+def session_ends(bars: pl.DataFrame) -> dict[date, str]:
+    """Per session date, the New York time at which its last bar ends."""
+    sessions = with_session_columns(bars).group_by("session_date").agg(pl.col("ts").max())
+    ends = with_session_columns(sessions.with_columns(pl.col("ts") + 60 * 10**9), tz=NEW_YORK)
+    return {d: t.strftime("%H:%M") for d, t in ends.select("session_date", "local_time").rows()}
+
+
+def test_the_exchange_calendar_removes_holidays_and_cuts_early_closes() -> None:
+    """SPEC §4.9: no bars on a full holiday, none after an early close (Thanksgiving and
+    Christmas 2024 on CME_Equity, the day after Thanksgiving at the CME's real 13:15)."""
+    start, days = date(2024, 11, 25), 37  # Monday 2024-11-25 .. Tuesday 2024-12-31
+    schedule = exchange_schedule(
+        "CME_Equity", {date(2024, 11, 29): time(13, 15)}, start, start + timedelta(days - 1)
+    )
+    ends = session_ends(simulate_bars(start, days, schedule=schedule))
+    assert date(2024, 12, 25) not in ends  # Christmas: no session at all
+    assert ends[date(2024, 11, 28)] == "13:00"  # Thanksgiving
+    assert ends[date(2024, 11, 29)] == "13:15"  # the override wins over the library's 13:00
+    assert ends[date(2024, 12, 24)] == "13:00"  # Christmas Eve
+    assert ends[date(2024, 11, 27)] == ends[date(2024, 12, 26)] == "17:00"
+    # Without a calendar, as before: every weekday in full.
+    plain = session_ends(simulate_bars(start, days))
+    assert plain[date(2024, 12, 25)] == plain[date(2024, 11, 28)] == "17:00"
+
+
+def test_a_window_of_holidays_only_is_refused() -> None:
+    schedule = exchange_schedule("CME_Equity", {}, date(2024, 12, 25), date(2024, 12, 25))
+    with pytest.raises(ScalperError, match="weekend or holidays only"):
+        simulate_bars(date(2024, 12, 25), 1, schedule=schedule)

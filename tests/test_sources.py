@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
+from scalper.calendar import with_session_columns
 from scalper.config import Config, config_from_dict
 from scalper.errors import ScalperError
 from scalper.simulate import simulate_bars
@@ -48,3 +49,13 @@ def test_the_simulator_takes_the_configuration_and_the_instrument() -> None:
     assert simulate_market(cfg, "6E", WEEK, 2, seed=4).select(pl.col("close").sum()).item() != (
         bars.select(pl.col("close").sum()).item()
     )
+
+
+def test_the_simulated_market_follows_the_configured_calendar() -> None:
+    """The demo's and the assets' simulated market has the configured exchange's holidays."""
+    cfg = config_from_dict({"session": {"calendar": "CME_Equity"}}, env={})
+    christmas = date(2024, 12, 23)  # Monday; Wednesday 12-25 is a holiday
+    with_calendar = simulate_market(cfg, "MES", christmas, 4)
+    days = set(with_session_columns(with_calendar)["session_date"].to_list())
+    assert days == {date(2024, 12, 23), date(2024, 12, 24), date(2024, 12, 26)}
+    assert simulate_market(Config(), "MES", christmas, 4).height > with_calendar.height
