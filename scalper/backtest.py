@@ -16,7 +16,8 @@ import polars as pl
 
 from scalper.bars import to_engine_columns
 from scalper.config import Config
-from scalper.engine import EXIT_REASONS, backtest_columns, engine_params
+from scalper.engine import EXIT_REASONS, backtest_columns, engine_params, session_span
+from scalper.files import atomic_write
 
 TRADE_COLUMNS = (
     "entry_ts",
@@ -40,7 +41,8 @@ class BacktestResult:
     metrics: dict[str, Any]
 
     def write_trades_csv(self, path: str | Path) -> None:
-        trades_csv_frame(self.trades).write_csv(Path(path))
+        with atomic_write(path) as fh:  # an interrupted write never leaves half a file
+            trades_csv_frame(self.trades).write_csv(fh)
 
     def summary(self) -> str:
         """A few lines a trader reads first."""
@@ -111,7 +113,8 @@ def _pct(x: float) -> str:
 def run_backtest(bars: pl.DataFrame, cfg: Config) -> BacktestResult:
     """Backtests `bars` (normalized, validated) with `cfg` in the Rust engine."""
     columns = to_engine_columns(bars)
-    raw = backtest_columns(columns, engine_params(cfg))
+    params = engine_params(cfg, sessions=session_span(cfg, columns["ts"]))
+    raw = backtest_columns(columns, params)
     return result_from_engine(raw, columns["ts"])
 
 

@@ -8,11 +8,13 @@ parameters with `engine_params`, so a setting means the same thing everywhere. T
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from scalper import _engine
+from scalper.calendar import NEW_YORK, SessionClock, exchange_schedule, zone
 from scalper.config import Config
 
 Engine = _engine.Engine
@@ -26,16 +28,55 @@ _INT_KEYS = frozenset(
         "bar_seconds", "lookback", "period", "min_volume", "position_size", "stop_loss_ticks",
         "take_profit_ticks", "max_consecutive_losses", "loss_pause_minutes", "max_trades_per_day",
         "max_position_minutes", "entry_start", "entry_end", "flatten_at", "session_end",
-        "slippage_ticks",
+        "slippage_ticks", "early_entry_end_minutes", "early_flatten_minutes",
     }
 )  # fmt: skip
 
+STREAM_SESSIONS_FROM = date(2000, 1, 1)
+"""First session a stream's parameters know the early closes of: a replay brings history."""
+_EPOCH_DAY = date(1970, 1, 1)
 
-def engine_params(cfg: Config, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+
+def session_span(cfg: Config, ts: np.ndarray) -> tuple[date, date] | None:
+    """First and last session date of the bars stamped `ts` (epoch ns, sorted); None if none."""
+    if len(ts) == 0:
+        return None
+    clock = SessionClock(cfg.session.timezone, cfg.session.session_end)
+    return clock.session_date(int(ts[0])), clock.session_date(int(ts[-1]))
+
+
+def early_closes(cfg: Config, sessions: tuple[date, date] | None) -> list[tuple[int, int]]:
+    """The engine's `early_closes`: (session day since 1970-01-01, close in seconds of day of
+    `session.timezone`) for the sessions in `sessions` (None: a stream's, from
+    `STREAM_SESSIONS_FROM` to a year and a month past today), from the exchange calendar.
+
+    The exchange states its closes in New York time; they are converted to the configured zone
+    on their own date, so a Chicago configuration flattens at the same instant.
+    """
+    first, last = sessions or (STREAM_SESSIONS_FROM, datetime.now(UTC).date() + timedelta(400))
+    s = cfg.session
+    schedule = exchange_schedule(s.calendar, s.early_closes, first, last)
+    local, new_york = zone(s.timezone), zone(NEW_YORK)
+    out = []
+    for day, close in sorted(schedule.early_closes.items()):
+        at = datetime.combine(day, close, tzinfo=new_york).astimezone(local)
+        out.append(((day - _EPOCH_DAY).days, at.hour * 3600 + at.minute * 60 + at.second))
+    return out
+
+
+def engine_params(
+    cfg: Config,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    sessions: tuple[date, date] | None = None,
+) -> dict[str, Any]:
     """The flat parameter mapping the engine takes, from a validated configuration.
 
     `overrides` replaces single values (a sweep's grid point); unknown names are an error rather
     than silently ignored, because a typo in a sweep grid would otherwise test nothing.
+    `sessions` (first and last session date of the bars, `session_span`) bounds the exchange
+    calendar's early closes that go to the engine; None, for a stream that runs on, covers
+    every session from 2000 to a year past today (`early_closes`).
     """
     s = cfg.strategy
     r = cfg.risk
@@ -71,6 +112,9 @@ def engine_params(cfg: Config, overrides: Mapping[str, Any] | None = None) -> di
         "session_end": cfg.session.seconds_of_day("session_end"),
         "commission_per_side": cfg.costs.commission_per_side,
         "slippage_ticks": cfg.costs.slippage_ticks,
+        "early_closes": early_closes(cfg, sessions),
+        "early_entry_end_minutes": cfg.session.early_entry_end_minutes,
+        "early_flatten_minutes": cfg.session.early_flatten_minutes,
     }
     for key, value in (overrides or {}).items():
         if key not in PARAM_KEYS:

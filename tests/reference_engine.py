@@ -61,7 +61,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -125,6 +125,10 @@ def default_params() -> dict[str, dict[str, Any]]:
             "entry_end": "16:15",
             "flatten_at": "16:25",
             "session_end": "18:00",
+            "calendar": None,  # the library calendar is not modelled: early_closes alone
+            "early_closes": {},
+            "early_entry_end_minutes": 20,
+            "early_flatten_minutes": 10,
         },
         "costs": {"commission_per_side": 0.42, "slippage_ticks": 1},
     }
@@ -264,6 +268,13 @@ def parse_hhmm(text: str) -> int:
     return int(hours) * 3600 + int(minutes) * 60
 
 
+def early_close_tod(day: Any, close: str, zone: ZoneInfo) -> int:
+    """Early close ``"HH:MM"`` (New York, session ``day``) as seconds of day in ``zone``."""
+    hours, minutes = str(close).split(":")
+    at = time(int(hours), int(minutes), tzinfo=ZoneInfo("America/New_York"))
+    return seconds_of_day(datetime.combine(date.fromisoformat(str(day)), at).astimezone(zone))
+
+
 def local_time(ts_ns: int, zone: ZoneInfo) -> datetime:
     """Epoch nanoseconds → aware local datetime (whole seconds; bars never carry sub-seconds)."""
     return datetime.fromtimestamp(ts_ns // NS_PER_SECOND, tz=zone)
@@ -339,6 +350,13 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
     entry_end = parse_hhmm(session["entry_end"])
     flatten_at = parse_hhmm(session["flatten_at"])
     session_end = parse_hhmm(session["session_end"])
+    early_closes = {
+        date.fromisoformat(str(day)): early_close_tod(day, close, zone)
+        for day, close in session["early_closes"].items()
+    }
+    early_entry_end = int(session["early_entry_end_minutes"]) * 60
+    early_flatten = int(session["early_flatten_minutes"]) * 60
+    session_entry_end, session_flatten_at = entry_end, flatten_at
 
     signal = make_signal(strategy)
     trades: list[dict] = []
@@ -390,7 +408,7 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
         """Step 6: every check of the risk gate; a limit of 0 disables its check."""
         if halted:
             return False
-        if not entry_start <= close_tod < entry_end:
+        if not entry_start <= close_tod < session_entry_end:
             return False
         if daily_loss_limit > 0 and not daily_pnl > -daily_loss_limit:
             return False
@@ -406,6 +424,12 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
         bar_session = session_date(bar.ts, zone, session_end)
         if bar_session != current_session:
             current_session = bar_session
+            # SPEC §4.9: an early close E moves this session's entry end and flatten time.
+            close = early_closes.get(bar_session)
+            session_entry_end, session_flatten_at = entry_end, flatten_at
+            if close is not None:
+                session_entry_end = min(entry_end, close - early_entry_end)
+                session_flatten_at = min(flatten_at, close - early_flatten)
             daily_pnl = daily_peak = 0.0
             trades_today = consecutive_losses = 0
             pause_end = -(2**63)
@@ -446,7 +470,7 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
         if position is not None:
             reason = exit_reason(
                 halted=halted,
-                in_flatten_window=flatten_at <= close_tod < session_end,
+                in_flatten_window=session_flatten_at <= close_tod < session_end,
                 over_duration=0 < max_position_ns <= close_ts - position.entry_ts,
                 strategy_exit=signal.should_exit(position.side),
             )

@@ -35,6 +35,13 @@ ANCHORS = [
 ]
 
 
+EARLY_CLOSE_SESSIONS = [
+    "2024-03-08", "2024-03-11", "2024-03-12", "2024-11-01", "2024-11-04", "2024-11-05",
+    "2024-06-10", "2024-06-11",
+]  # fmt: skip
+"""The sessions the anchored series can reach, for drawn early closes."""
+
+
 @dataclass(frozen=True)
 class Series:
     """Bar columns plus the same bars as reference-engine objects."""
@@ -172,11 +179,22 @@ def overrides(
         start = min(max(0, near_minute + draw(st.integers(-60, 180))), 12 * 60) // 5 * 5
     end = draw(st.integers(start + 120, 16 * 60 + 55)) // 5 * 5
     flatten = draw(st.integers(end, 16 * 60 + 55)) // 5 * 5
+    early_flatten = draw(st.integers(0, 30))
     session = {
         "entry_start": _hhmm(start),
         "entry_end": _hhmm(max(end, start + 5)),
         "flatten_at": _hhmm(max(flatten, end, start + 5)),
         "session_end": "18:00",
+        # SPEC §4.9: early closes on some of the anchors' sessions, at any time of the day.
+        "early_closes": draw(
+            st.dictionaries(
+                st.sampled_from(EARLY_CLOSE_SESSIONS),
+                st.integers(6 * 12, 17 * 12).map(lambda five: _hhmm(five * 5)),
+                max_size=len(EARLY_CLOSE_SESSIONS),
+            )
+        ),
+        "early_entry_end_minutes": early_flatten + draw(st.integers(0, 30)),
+        "early_flatten_minutes": early_flatten,
     }
     costs = {
         "commission_per_side": draw(st.sampled_from([0.0, 0.25, 0.42, 0.85])),

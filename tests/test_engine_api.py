@@ -4,16 +4,21 @@ invalid input, snapshots. These are the calls the live stream and the IBKR adapt
 from __future__ import annotations
 
 import pickle
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from scalper.bars import to_engine_columns
+from scalper.backtest import run_backtest
+from scalper.bars import read_bars, to_engine_columns
 from scalper.config import config_from_dict
 from scalper.engine import Engine, FillSimulator, backtest_columns, engine_params
+from tests.shared import CONFORMANCE_RISK
 from tests.strategies import Series, make_series
 
 MONDAY_0930_EDT = 1_718_026_200_000_000_000  # 2024-06-10 13:30 UTC
@@ -274,3 +279,59 @@ def test_reloaded_parameters_take_effect_and_the_account_stays() -> None:
     assert not [o for o in orders if o is not None and o["kind"] == "entry"]
     with pytest.raises(ValueError, match="unknown time zone"):
         engine.reload({**p, "timezone": "Nowhere/City"}, [])
+
+
+# --- the exchange calendar reaches the engine as data (SPEC §4.9) --------------------------------
+
+THANKSGIVING = (date(2024, 11, 25), date(2024, 12, 2))
+DAY_20241128 = (date(2024, 11, 28) - date(1970, 1, 1)).days
+
+
+def calendar_params(session: dict[str, Any], sessions: Any = THANKSGIVING) -> dict[str, Any]:
+    return engine_params(config_from_dict({"session": session}, env={}), sessions=sessions)
+
+
+def test_the_library_calendar_and_the_overrides_become_engine_data() -> None:
+    p = calendar_params({"calendar": "CME_Equity", "early_closes": {"2024-11-29": "13:15"}})
+    assert p["early_closes"] == [(DAY_20241128, 13 * 3600), (DAY_20241128 + 1, 13 * 3600 + 900)]
+    assert (p["early_entry_end_minutes"], p["early_flatten_minutes"]) == (20, 10)
+    assert calendar_params({})["early_closes"] == []
+
+
+def test_early_closes_are_new_york_times_whatever_the_session_zone() -> None:
+    chicago = calendar_params({"calendar": "CME_Equity", "timezone": "America/Chicago"})
+    assert chicago["early_closes"][0] == (DAY_20241128, 12 * 3600)  # 13:00 New York
+
+
+def test_a_stream_knows_the_early_closes_of_history_and_of_the_year_ahead() -> None:
+    p = calendar_params({"calendar": "CME_Equity"}, sessions=None)
+    days = {date(1970, 1, 1) + timedelta(d) for d, _ in p["early_closes"]}
+    assert date(2005, 11, 25) in days  # the day after Thanksgiving 2005: a replay of history
+    ahead = datetime.now(UTC).date() + timedelta(days=365)
+    assert any(d.year == ahead.year and d.month == 11 for d in days)  # next Thanksgiving
+
+
+def test_engine_mappings_without_the_calendar_keys_still_work_and_bad_ones_are_refused() -> None:
+    p = params()
+    legacy = {k: v for k, v in p.items() if not k.startswith("early_")}
+    s = series()
+    assert backtest_columns(s.columns, legacy)["pnl"].tolist() == (
+        backtest_columns(s.columns, p)["pnl"].tolist()
+    )
+    with pytest.raises(ValueError, match="session day 20055 twice"):
+        Engine({**p, "early_closes": [(20055, 46800), (20055, 47700)]})
+    with pytest.raises(ValueError, match="not a time of day"):
+        Engine({**p, "early_closes": [(20055, 90000)]})
+
+
+def test_a_backtest_flattens_before_the_librarys_early_closes() -> None:
+    """Thanksgiving week bars with `calendar: CME_Equity` alone: the eod exits of Thursday and
+    Friday are decided at 12:50 (13:00 − 10 minutes) and fill in the 12:50 bar."""
+    overrides = yaml.safe_load((CONFORMANCE_RISK / "16_early_close" / "config.yaml").read_text())
+    overrides["session"] = {"entry_start": "00:00", "calendar": "CME_Equity"}
+    cfg = config_from_dict(overrides, env={})
+    trades = run_backtest(read_bars(CONFORMANCE_RISK / "bars_thanksgiving.csv"), cfg).trades
+    eod = trades.filter(pl.col("exit_reason") == "eod").select(
+        pl.col("exit_ts").dt.convert_time_zone("America/New_York").dt.strftime("%m-%d %H:%M")
+    )
+    assert {"11-28 12:50", "11-29 12:50"} <= set(eod.to_series().to_list())

@@ -25,13 +25,13 @@ from tests.reference_engine import (
     parse_ts,
     run_reference,
 )
-from tests.shared import CASES, CONFORMANCE
+from tests.shared import CASES, CONFORMANCE, bars_path
 
 
 @cache
-def conformance_bars(name: str) -> tuple[RefBar, ...]:
+def conformance_bars(path: Path) -> tuple[RefBar, ...]:
     """Several cases share one bars file; parse each once."""
-    return tuple(load_bars_csv(CONFORMANCE / name))
+    return tuple(load_bars_csv(path))
 
 
 def row(rows: Sequence[dict[str, str]], index: int) -> dict[str, str] | None:
@@ -47,7 +47,7 @@ def test_conformance_cases_are_present() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[p.name for p in CASES])
 def test_conformance_case(case: Path) -> None:
     overrides = yaml.safe_load((case / "config.yaml").read_text()) or {}
-    bars = conformance_bars((case / "data").read_text().strip())
+    bars = conformance_bars(bars_path(case))
     trades = run_reference(bars, merge_params(overrides))
 
     with open(case / "trades.csv", newline="") as handle:

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::{in_window, SessionClock};
 use crate::indicators::Indicator;
-use crate::params::Params;
+use crate::params::{Params, SessionTimes};
 use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
 
 /// A closed round trip, as in the trades output of SPEC §4.
@@ -88,6 +88,8 @@ pub struct Book {
     pub in_flight: Option<Order>,
     /// Sequence number of the last order decided in this session (for client order ids).
     pub order_seq: u32,
+    /// This session's entry end and flatten time (moved by an early close, SPEC §4.9).
+    pub times: SessionTimes,
 }
 
 impl Default for Book {
@@ -108,18 +110,21 @@ impl Default for Book {
             entry_ts: 0,
             in_flight: None,
             order_seq: 0,
+            times: SessionTimes { entry_end: 0, flatten_at: 0 },
         }
     }
 }
 
 impl Book {
-    /// SPEC §4.1: a new session date resets the daily counters. Returns whether it rolled.
+    /// SPEC §4.1: a new session date resets the daily counters and looks up the session's
+    /// times (§4.9). Returns whether it rolled.
     #[inline(always)]
-    pub fn roll(&mut self, session_day: i32) -> bool {
+    pub fn roll(&mut self, p: &Params, session_day: i32) -> bool {
         if self.session_day == Some(session_day) {
             return false;
         }
         self.session_day = Some(session_day);
+        self.times = p.session_times(session_day);
         self.daily_pnl = 0.0;
         self.daily_peak = 0.0;
         self.trades_today = 0;
@@ -209,7 +214,7 @@ impl Book {
     fn exit_reason(&self, p: &Params, c: i64, close_seconds: i32, x: f64) -> Option<ExitReason> {
         if self.halted {
             Some(ExitReason::Kill)
-        } else if in_window(close_seconds, p.flatten_at, p.session_end) {
+        } else if in_window(close_seconds, self.times.flatten_at, p.session_end) {
             Some(ExitReason::Eod)
         } else if p.max_position_ns > 0 && c - self.entry_ts >= p.max_position_ns {
             Some(ExitReason::MaxDuration)
@@ -225,7 +230,7 @@ impl Book {
     pub fn gate_open(&self, p: &Params, c: i64, close_seconds: i32) -> bool {
         !self.halted
             && !self.entries_paused
-            && in_window(close_seconds, p.entry_start, p.entry_end)
+            && in_window(close_seconds, p.entry_start, self.times.entry_end)
             && (p.daily_loss_limit == 0.0 || self.daily_pnl > -p.daily_loss_limit)
             && (p.daily_drawdown_limit == 0.0 || self.daily_peak - self.daily_pnl < p.daily_drawdown_limit)
             && c >= self.pause_until
@@ -245,7 +250,7 @@ pub fn step(
     decide: bool,
     mut on_fill: impl FnMut(&Fill, Option<Trade>),
 ) -> Option<Order> {
-    book.roll(at.session_day);
+    book.roll(p, at.session_day);
     sim.on_bar(p, bar.ts, bar.open, bar.high, bar.low, |fill| {
         let trade = book.apply_fill(p, &fill);
         on_fill(&fill, trade);
@@ -280,7 +285,7 @@ pub struct Engine {
 pub type BarOutcome = (Option<Order>, Vec<(Fill, Option<Trade>)>);
 
 /// Snapshot format version; bump when the serialized layout changes.
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 impl Engine {
     pub fn new(params: Params, simulate_fills: bool) -> Result<Self, String> {
@@ -325,7 +330,7 @@ impl Engine {
         let order = match self.sim.as_mut() {
             Some(sim) => step(&self.params, &mut self.book, sim, &bar, &at, true, |f, t| fills.push((*f, t))),
             None => {
-                self.book.roll(at.session_day);
+                self.book.roll(&self.params, at.session_day);
                 self.book.decide(&self.params, close_ts, close_seconds, bar.volume, at.indicator)
             }
         };
@@ -347,7 +352,7 @@ impl Engine {
             }
         }
         let day = self.session_day(fill.ts);
-        self.book.roll(day);
+        self.book.roll(&self.params, day);
         Ok(self.book.apply_fill(&self.params, &fill))
     }
 
@@ -390,6 +395,9 @@ impl Engine {
         for &close in recent_closes {
             indicator.update(close);
         }
+        if let Some(day) = self.book.session_day {
+            self.book.times = params.session_times(day); // the running session's, by the new rules
+        }
         self.clock = Some(clock);
         self.indicator = indicator;
         self.params = params;
@@ -422,5 +430,56 @@ impl Engine {
             Some((v, _)) => Err(format!("engine snapshot version {v}, expected {SNAPSHOT_VERSION}")),
             None => Err("empty engine snapshot".to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i32 = 3600;
+    const EARLY: i32 = 20_055; // 2024-11-28, Thanksgiving: the CME closes 13:00 New York
+
+    fn thanksgiving() -> Params {
+        Params { early_closes: vec![(EARLY, 13 * H)], daily_loss_limit: 0.0, ..Params::default() }
+    }
+
+    fn long_book(p: &Params, day: i32) -> Book {
+        let mut book = Book::default();
+        book.roll(p, day);
+        book.side = 1;
+        book.qty = 1;
+        book
+    }
+
+    #[test]
+    fn early_close_flattens_at_its_own_flatten_time() {
+        let p = thanksgiving();
+        let eod = Some(Order { action: -1, qty: 1, kind: OrderKind::Exit(ExitReason::Eod) });
+        assert_eq!(long_book(&p, EARLY).decide(&p, 0, 12 * H + 50 * 60, 0, f64::NAN), eod);
+        assert_eq!(long_book(&p, EARLY).decide(&p, 0, 12 * H + 49 * 60, 0, f64::NAN), None);
+        assert_eq!(long_book(&p, EARLY + 1).decide(&p, 0, 12 * H + 50 * 60, 0, f64::NAN), None);
+    }
+
+    #[test]
+    fn early_close_ends_entries_early() {
+        let p = thanksgiving();
+        let mut book = Book::default();
+        book.roll(&p, EARLY);
+        assert!(book.gate_open(&p, 0, 12 * H + 39 * 60));
+        assert!(!book.gate_open(&p, 0, 12 * H + 40 * 60));
+        book.roll(&p, EARLY + 1);
+        assert!(book.gate_open(&p, 0, 12 * H + 40 * 60));
+    }
+
+    #[test]
+    fn snapshot_and_reload_keep_the_sessions_times() {
+        let mut engine = Engine::new(thanksgiving(), true).unwrap();
+        engine.book.roll(&engine.params.clone(), EARLY);
+        let restored = Engine::restore(&engine.snapshot()).unwrap();
+        assert_eq!(restored.book.times, engine.params.session_times(EARLY));
+        assert_eq!(restored.params.early_closes, vec![(EARLY, 13 * H)]);
+        engine.reload(Params::default(), &[]).unwrap(); // new rules without the early close
+        assert_eq!(engine.book.times, Params::default().session_times(EARLY));
     }
 }

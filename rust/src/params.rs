@@ -102,6 +102,19 @@ pub struct Params {
     pub session_end: i32,
     pub commission_per_side: f64,
     pub slippage_ticks: i64,
+    /// The exchange's early closes (SPEC §4.9): (session day, local seconds of the close),
+    /// sorted by day, one per day. Holidays need nothing here: they have no bars.
+    pub early_closes: Vec<(i32, i32)>,
+    /// Seconds before an early close that entries end and positions flatten.
+    pub early_entry_end: i32,
+    pub early_flatten: i32,
+}
+
+/// The session times that can move with the exchange calendar, for one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTimes {
+    pub entry_end: i32,
+    pub flatten_at: i32,
 }
 
 impl Params {
@@ -111,7 +124,26 @@ impl Params {
         self.slippage_ticks as f64 * self.tick_size
     }
 
-    /// Parameters that must agree for two runs to share the per-bar calendar columns.
+    /// `entry_end` and `flatten_at` of session `day`: on an early close `E`,
+    /// `min(entry_end, E − early_entry_end)` and `min(flatten_at, E − early_flatten)` (SPEC §4.9).
+    /// Looked up once per session roll, never per bar.
+    pub fn session_times(&self, day: i32) -> SessionTimes {
+        let normal = SessionTimes { entry_end: self.entry_end, flatten_at: self.flatten_at };
+        match self.early_closes.binary_search_by_key(&day, |&(d, _)| d) {
+            Ok(i) => {
+                let close = self.early_closes[i].1;
+                SessionTimes {
+                    entry_end: normal.entry_end.min(close - self.early_entry_end),
+                    flatten_at: normal.flatten_at.min(close - self.early_flatten),
+                }
+            }
+            Err(_) => normal,
+        }
+    }
+
+    /// Parameters that must agree for two runs to share the per-bar calendar columns (session
+    /// day and local close time of each bar). The early closes are not among them: they move
+    /// no bar to another session, and each run resolves them at its own session rolls.
     pub fn calendar_key(&self) -> (String, i32, i64) {
         (self.timezone.clone(), self.session_end, self.bar_ns)
     }
@@ -145,6 +177,41 @@ impl Default for Params {
             session_end: 18 * 3600,
             commission_per_side: 0.42,
             slippage_ticks: 1,
+            early_closes: Vec::new(),
+            early_entry_end: 20 * 60,
+            early_flatten: 10 * 60,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i32 = 3600;
+
+    #[test]
+    fn an_early_close_moves_entry_end_and_flatten_for_its_session_only() {
+        let p = Params { early_closes: vec![(100, 13 * H), (101, 13 * H + 15 * 60)], ..Params::default() };
+        let normal = SessionTimes { entry_end: 16 * H + 15 * 60, flatten_at: 16 * H + 25 * 60 };
+        assert_eq!(p.session_times(99), normal);
+        assert_eq!(
+            p.session_times(100),
+            SessionTimes { entry_end: 12 * H + 40 * 60, flatten_at: 12 * H + 50 * 60 }
+        );
+        assert_eq!(
+            p.session_times(101),
+            SessionTimes { entry_end: 12 * H + 55 * 60, flatten_at: 13 * H + 5 * 60 }
+        );
+        assert_eq!(p.session_times(102), normal);
+    }
+
+    #[test]
+    fn a_late_early_close_never_moves_the_times_later() {
+        let p = Params { early_closes: vec![(7, 17 * H)], ..Params::default() };
+        assert_eq!(
+            p.session_times(7),
+            SessionTimes { entry_end: 16 * H + 15 * 60, flatten_at: 16 * H + 25 * 60 }
+        );
     }
 }

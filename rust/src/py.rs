@@ -14,7 +14,7 @@ use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
 use crate::wire;
 
 /// The keys of the flat parameter mapping built by `scalper.engine.engine_params`.
-const PARAM_KEYS: [&str; 31] = [
+const PARAM_KEYS: [&str; 34] = [
     "tick_size",
     "point_value",
     "bar_seconds",
@@ -46,7 +46,35 @@ const PARAM_KEYS: [&str; 31] = [
     "session_end",
     "commission_per_side",
     "slippage_ticks",
+    "early_closes",
+    "early_entry_end_minutes",
+    "early_flatten_minutes",
 ];
+
+/// Keys that may be left out, with the value they then take: no early closes (SPEC §4.9
+/// defaults), so a mapping written before the exchange calendar existed still means the same.
+fn get_or<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
+    if d.contains(key)? {
+        get(d, key)
+    } else {
+        Ok(default)
+    }
+}
+
+/// `early_closes`: (session day, local close seconds) pairs, one per day, any order.
+fn early_closes(d: &Bound<'_, PyDict>) -> PyResult<Vec<(i32, i32)>> {
+    let mut closes: Vec<(i32, i32)> = get_or(d, "early_closes", Vec::new())?;
+    closes.sort_unstable();
+    if let Some(w) = closes.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(value_error(format!("engine parameter \"early_closes\": session day {} twice", w[0].0)));
+    }
+    if let Some((day, secs)) = closes.iter().find(|(_, s)| !(0..86_400).contains(s)) {
+        return Err(value_error(format!(
+            "engine parameter \"early_closes\": close {secs} s of day {day} is not a time of day"
+        )));
+    }
+    Ok(closes)
+}
 
 fn value_error(msg: impl Into<String>) -> PyErr {
     PyValueError::new_err(msg.into())
@@ -103,12 +131,16 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Params> {
         session_end: get(d, "session_end")?,
         commission_per_side: get(d, "commission_per_side")?,
         slippage_ticks: get(d, "slippage_ticks")?,
+        early_closes: early_closes(d)?,
+        early_entry_end: get_or::<i32>(d, "early_entry_end_minutes", 20)? * 60,
+        early_flatten: get_or::<i32>(d, "early_flatten_minutes", 10)? * 60,
     };
     let window_ok = match p.rule {
         Rule::ZScore { lookback, .. } => lookback >= 2,
         Rule::Rsi { period, .. } => period >= 1,
     };
-    if !window_ok || p.bar_ns <= 0 || p.tick_size <= 0.0 || p.position_size < 1 {
+    let early_ok = (0..=1440 * 60).contains(&p.early_entry_end) && (0..=1440 * 60).contains(&p.early_flatten);
+    if !window_ok || !early_ok || p.bar_ns <= 0 || p.tick_size <= 0.0 || p.position_size < 1 {
         return Err(value_error(format!("engine parameters out of range: {p:?}")));
     }
     Ok(p)
