@@ -246,6 +246,8 @@ def _library_schedule(
     trading = {ts.date() for ts in sched.index}
     weekdays = (start + timedelta(days=i) for i in range((end - start).days + 1))
     holidays = frozenset(d for d in weekdays if d.weekday() < 5 and d not in trading)
+    if sched.empty:  # only holidays and weekends (the library fails on an empty schedule)
+        return holidays, ()
     early = cal.early_closes(sched)
     closes = early["market_close"].dt.tz_convert(NEW_YORK)
     pairs = tuple(

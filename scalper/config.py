@@ -129,6 +129,9 @@ class InstrumentConfig(Section):
     roll_days_before_expiry: int = setting(8, ge=0, le=60)
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        miscased = _miscased_symbol(self.symbol)
+        if miscased:
+            yield "symbol", miscased
         known = INSTRUMENTS.get(self.symbol)
         if known is None:
             return
@@ -137,6 +140,18 @@ class InstrumentConfig(Section):
         if not math.isclose(self.point_value, known.point_value):
             why = f"{self.symbol} is worth {known.point_value} per point; a wrong one corrupts P&L"
             yield "point_value", why
+
+
+def _miscased_symbol(symbol: str) -> str | None:
+    """Why `symbol` is a known instrument in the wrong case (`mes`), or None.
+
+    A symbol is used as written: it names the Kafka topic, the ledger's rows and the IB contract,
+    and `mes` would pass none of the checks the instruments table gives `MES`.
+    """
+    upper = symbol.upper()
+    if symbol == upper or upper not in INSTRUMENTS:
+        return None
+    return f"{symbol!r} is {upper} in the wrong case; write {upper!r}"
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,9 @@ class SessionConfig(Section):
         unknown = None if self.calendar is None else unknown_calendar(self.calendar)
         if unknown:
             yield "calendar", unknown
+        if self.early_entry_end_minutes < self.early_flatten_minutes:
+            why = f"must not be below early_flatten_minutes ({self.early_flatten_minutes})"
+            yield "early_entry_end_minutes", why
         lead = max(self.early_entry_end_minutes, self.early_flatten_minutes)
         for day, close in self.early_closes.items():
             if close.hour * 60 + close.minute < lead:
@@ -300,7 +318,10 @@ class StreamConfig(Section):
         bad = [s for s in symbols if not is_valid_symbol(s)]
         if bad:
             yield "symbols", f"{bad[0]!r} cannot name a Kafka topic (1-32 letters, digits, _ or -)"
-        if len(set(symbols)) < len(symbols):
+        miscased = next(filter(None, map(_miscased_symbol, symbols)), None)
+        if miscased:
+            yield "symbols", miscased
+        if len({s.upper() for s in symbols}) < len(symbols):
             yield "symbols", "lists a symbol twice"
         if 86_400 % self.source_bar_seconds:
             yield "source_bar_seconds", "must divide 86400 (one day) evenly, e.g. 5 or 60"
@@ -1203,7 +1224,7 @@ def load_config_with_overrides(
     checked against its own name, then the merged whole is validated as one file, because a value
     can be valid alone and unsafe in combination (a stop beyond the trader's daily loss limit).
     """
-    parts = []
+    parts, problems = [], []
     for name in (path, overrides):
         source = DEFAULT_SOURCE if name is None else str(name)
         data = None if name is None else _read_yaml(Path(name), source)
@@ -1211,6 +1232,8 @@ def load_config_with_overrides(
             data = {k: v for k, v in data.items() if k != PROVENANCE_KEY}
         report = _Reporter(source, {})
         parts.append(_check_keys({} if data is None else data, report))
-        report.check()
+        problems += report.problems
+    if problems:
+        raise ConfigError(*problems)
     source = f"{path if path is not None else DEFAULT_SOURCE} with {overrides}"
     return config_from_dict(_deep_merge(*parts), source=source, env=env)

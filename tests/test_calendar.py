@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scalper.calendar import SessionClock, with_session_columns
+from scalper.calendar import (
+    ExchangeSchedule,
+    SessionClock,
+    exchange_schedule,
+    unknown_calendar,
+    with_session_columns,
+)
 from scalper.errors import ScalperError
 
 CLOCK = SessionClock("America/New_York", time(18, 0))
@@ -136,3 +142,42 @@ def test_vectorized_agrees_with_scalar(stamps: list[int]) -> None:
     expected = [CLOCK.session_date(ts) for ts in ordered]
     assert out["session_date"].to_list() == expected
     assert out["session_date"].is_sorted()
+
+
+# --- the exchange calendar (SPEC §4.9) -------------------------------------------------------
+
+THANKSGIVING_WEEK = (date(2024, 11, 25), date(2024, 12, 31))
+
+
+def test_cme_equity_schedule_knows_thanksgiving_and_christmas() -> None:
+    s = exchange_schedule("CME_Equity", {}, *THANKSGIVING_WEEK)
+    assert s.holidays == {date(2024, 12, 25)}
+    assert s.close_on(date(2024, 11, 28)) == time(13, 0)  # Thanksgiving, New York time
+    assert s.close_on(date(2024, 11, 29)) == time(13, 0)  # the library's (CME: 13:15)
+    assert s.close_on(date(2024, 12, 24)) == time(13, 0)
+    assert s.close_on(date(2024, 11, 27)) is None
+
+
+def test_overrides_always_win_also_over_a_holiday_and_outside_the_range() -> None:
+    overrides = {date(2024, 11, 29): time(13, 15), date(2024, 12, 25): time(12, 0)}
+    s = exchange_schedule("CME_Equity", overrides, *THANKSGIVING_WEEK)
+    assert s.close_on(date(2024, 11, 29)) == time(13, 15)
+    assert date(2024, 12, 25) not in s.holidays
+    assert s.close_on(date(2024, 12, 25)) == time(12, 0)
+    far = exchange_schedule("CME_Equity", {date(2030, 1, 2): time(12, 0)}, *THANKSGIVING_WEEK)
+    assert far.close_on(date(2030, 1, 2)) == time(12, 0)
+
+
+def test_no_calendar_is_the_overrides_alone() -> None:
+    assert exchange_schedule(None, {}, *THANKSGIVING_WEEK) == ExchangeSchedule()
+    s = exchange_schedule(None, {date(2024, 11, 28): time(13, 0)}, *THANKSGIVING_WEEK)
+    assert s.holidays == frozenset()
+    assert dict(s.early_closes) == {date(2024, 11, 28): time(13, 0)}
+
+
+def test_calendar_names_are_the_librarys_and_a_near_miss_gets_a_hint() -> None:
+    assert unknown_calendar("CME_Equity") is None
+    assert "did you mean 'CME_Equity'" in (unknown_calendar("cme_equity") or "")
+    assert "e.g. 'CME_Equity'" in (unknown_calendar("Nowhere Exchange") or "")
+    with pytest.raises(ScalperError, match="unknown exchange calendar"):
+        exchange_schedule("CME_Equty", {}, *THANKSGIVING_WEEK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from collections.abc import Mapping
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from scalper.config import (
     Config,
     config_from_dict,
     load_config,
+    load_config_with_overrides,
 )
 from scalper.errors import ConfigError
 
@@ -308,6 +309,8 @@ def test_error_names_file_key_value_and_reason(tmp_path: Path) -> None:
         ("instrument: {point_value: 50}", ["instrument.point_value = 50.0", "MES", "5.0"]),
         ("instrument: {tick_size: 0.5}", ["instrument.tick_size = 0.5", "MES", "0.25"]),
         ("instrument: {symbol: MNQ}", ["instrument.point_value = 5.0", "MNQ", "2.0"]),
+        ("instrument: {symbol: mes}", ["instrument.symbol = 'mes'", "wrong case", "'MES'"]),
+        ("stream: {symbols: [MES, mnq]}", ["stream.symbols", "'mnq' is MNQ", "write 'MNQ'"]),
         ("costs: {commission_per_side: -0.1}", ["costs.commission_per_side = -0.1", ">= 0"]),
         ("broker: {kind: tws}", ["broker.kind = 'tws'", "paper, ibkr"]),
         ("broker: {mode: real}", ["broker.mode = 'real'", "paper, live"]),
@@ -636,6 +639,18 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     assert all(line.startswith(f"{path}: ") for line in lines)
 
 
+def test_a_file_and_its_overrides_report_their_problems_together(tmp_path: Path) -> None:
+    base, overrides = tmp_path / "base.yaml", tmp_path / "approved.yaml"
+    base.write_text("risk: {stopp: 8}\n")
+    overrides.write_text("strategy: {lookbak: 30}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config_with_overrides(base, overrides, env={})
+    assert info.value.problems == (
+        f"{base}: risk.stopp: unknown key",
+        f"{overrides}: strategy.lookbak: unknown key (did you mean 'lookback'?)",
+    )
+
+
 LIVE_REQUIREMENTS = [
     pytest.param({"broker": {"kind": "paper"}}, "broker.kind", id="paper-broker"),
     pytest.param({"broker": {"port": 4002}}, "broker.port = 4002", id="gateway-paper-port"),
@@ -777,3 +792,47 @@ def test_live_mode_requires_a_bar_age_limit_and_paper_mode_warns_without_one() -
     paper = config_from_dict(no_limit, "c.yaml", env={})
     assert any("stream.max_bar_age_seconds" in warning for warning in paper.warnings)
     assert config_from_dict({}, "c.yaml", env={}).stream.max_bar_age_seconds == 300
+
+
+# --- the exchange calendar (SPEC §4.9) ----------------------------------------------------------
+
+
+def test_early_closes_take_unquoted_and_quoted_dates(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        """
+        session:
+          calendar: CME_Equity
+          early_closes: {2024-11-28: "13:00", '2024-11-29': '13:15'}
+          early_flatten_minutes: 15
+        """,
+    )
+    assert dict(cfg.session.early_closes) == {
+        date(2024, 11, 28): time(13, 0),
+        date(2024, 11, 29): time(13, 15),
+    }
+    assert cfg.session.calendar == "CME_Equity"
+    assert cfg.session.to_dict()["early_closes"] == {"2024-11-28": "13:00", "2024-11-29": "13:15"}
+    again = config_from_dict({"session": cfg.session.to_dict()}, env={})  # round trip
+    assert again.session == cfg.session
+
+
+@pytest.mark.parametrize(
+    ("session", "expected"),
+    [
+        ("{calendar: cme_equity}", "session.calendar = 'cme_equity': unknown exchange calendar; "
+         "did you mean 'CME_Equity'?"),
+        ("{early_closes: {'2024-02-30': '13:00'}}", "key '2024-02-30' must be a date"),
+        ("{early_closes: {'28.11.2024': '13:00'}}", "key '28.11.2024' must be a date"),
+        ("{early_closes: {2024-11-28 13:00: '13:00'}}", "must be a date"),
+        ("{early_closes: {'2024-11-28': '25:00'}}", "'2024-11-28': '25:00' must be a time"),
+        ("{early_closes: {'2024-11-28': 1300}}", "'2024-11-28': 1300 must be a time"),
+        ("{early_closes: ['2024-11-28']}", 'must be a mapping of "YYYY-MM-DD": "HH:MM"'),
+        ("{early_closes: {'2024-11-28': '00:05'}}", "close 00:05 is not 20 minutes after midnight"),
+        ("{early_entry_end_minutes: 5}", "must not be below early_flatten_minutes (10)"),
+        ("{early_flatten_minutes: -1}", "must be an integer between 0 and 1440"),
+    ],
+)  # fmt: skip
+def test_calendar_settings_are_checked(tmp_path: Path, session: str, expected: str) -> None:
+    message = error_of(tmp_path, f"session: {session}\n")
+    assert expected in message
