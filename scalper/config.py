@@ -962,12 +962,25 @@ def _live_requirements(cfg: Config) -> Iterator[_Issue]:
     if not cfg.alerts.has_channel:
         why = "no alert channel (telegram_token with telegram_chat, or webhook): halts go unseen"
         yield _Issue("alerts", _NO_VALUE, why)
+    yield from _no_calendar(cfg)
+
+
+def _no_calendar(cfg: Config) -> Iterator[_Issue]:
+    """Trading without the exchange calendar (SPEC §4.9): an error live, a warning when paper
+    trading starts (`paper_trading_warnings`); backtests and research without one are §4's."""
     if cfg.session.calendar is None:
         why = (
             "no exchange calendar (e.g. CME_Equity): on an early-close day the market closes "
             "before flatten_at and a position rides over the holiday"
         )
         yield _Issue("session.calendar", None, why)
+
+
+def paper_trading_warnings(cfg: Config) -> tuple[str, ...]:
+    """What a paper-trading worker warns about beyond `cfg.warnings`: the settings live mode
+    refuses that only matter once bars arrive in real time (the exchange calendar)."""
+    report = _Reporter(cfg.source, {})
+    return tuple(report.line(issue, "; an error in live mode") for issue in _no_calendar(cfg))
 
 
 def _risk_hazards(cfg: Config) -> Iterator[_Issue]:
