@@ -31,7 +31,7 @@ import gzip
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from scalper.calendar import GLOBEX_SESSION_END, NEW_YORK
 from scalper.config import DataConfig, Stamped, TsUnit
 from scalper.errors import DataError
 from scalper.files import atomic_write
@@ -246,7 +247,9 @@ def _first_line(exc: BaseException) -> str:
 # Bar starts or bar ends
 
 
-_NEW_YORK = ZoneInfo("America/New_York")
+_NEW_YORK = ZoneInfo(NEW_YORK)
+_NS_PER_MINUTE = 60 * _NS_PER_SECOND
+_NS_PER_DAY = 1440 * _NS_PER_MINUTE
 _PAUSE_GRID_NS = 15 * 60 * _NS_PER_SECOND
 _CLEAR_VOTES = 2  # at least this many edges ...
 _CLEAR_RATIO = 3  # ... and this many times as many as the other way
@@ -277,7 +280,9 @@ def to_bar_starts(bars: pl.DataFrame, stamped: Stamped | None, source: str) -> p
     ends, the last bar sits on the quarter hour (17:00, inside the daily break) and the first
     one a bar after it (18:01). Every bar next to a pause of 15 minutes or more (and the file's
     first and last bar) votes so; the quarter hours make the rule independent of the schedule
-    of a given year. Bars of 15 minutes or more cannot vote this way and are taken as declared.
+    of a given year. Bars of 15 minutes or more fill the quarter hours, so for them only the
+    first bar after a pause votes: at the Globex open (18:00 New York, in every year) for a
+    start, a bar after it for an end. Daily bars are taken as declared.
 
     * `stamped` None: starts are expected; a file that clearly looks end-stamped is refused
       with the fix (`--stamped end`), because read as starts it trades each bar a bar early.
@@ -327,26 +332,44 @@ def _stamp_votes(times: pl.Series) -> _StampVotes:
     if (steps % bar_ns != 0).any():
         return _StampVotes(None)  # no single bar length: nothing to infer or shift by
     grid = _PAUSE_GRID_NS
-    if bar_ns >= grid or grid % bar_ns or 2 * bar_ns == grid:
-        return _StampVotes(bar_ns)
-    pause = grid + bar_ns  # a step this long leaves 15 minutes or more without a bar
     ts = pl.col("ts")
-    phase = ts % grid
+    pause = grid + bar_ns  # a step this long leaves 15 minutes or more without a bar
     resumes = ts.diff().fill_null(pause) >= pause
-    pauses = ts.diff(-1).fill_null(-pause) <= -pause
-    edges = times.to_frame("ts").select(
-        ts,
-        start=(resumes & (phase == 0)) | (pauses & (phase == grid - bar_ns)),
-        end=(resumes & (phase == bar_ns)) | (pauses & (phase == 0)),
-    )
-    start, end = edges.get_column("start"), edges.get_column("end")
+    if bar_ns < grid and grid % bar_ns == 0 and 2 * bar_ns != grid:
+        phase = ts % grid
+        pauses = ts.diff(-1).fill_null(-pause) <= -pause
+        start = (resumes & (phase == 0)) | (pauses & (phase == grid - bar_ns))
+        end = (resumes & (phase == bar_ns)) | (pauses & (phase == 0))
+    elif bar_ns % _NS_PER_DAY:
+        # Longer bars fill the quarter hours; the Globex open (18:00 New York, every day and in
+        # every year) still tells: the first bar after a pause is stamped at it, or a bar later.
+        # A file cut at UTC midnight resumes there: no vote (19:00 New York is 00:00 UTC).
+        resumes = resumes & (ts % _NS_PER_DAY != 0)
+        opens = _minute_of(GLOBEX_SESSION_END)
+        start = resumes & (_new_york_minute(ts) == opens)
+        end = resumes & (_new_york_minute(ts - bar_ns) == opens)
+    else:
+        return _StampVotes(bar_ns)
+    edges = times.to_frame("ts").select(ts, start=start, end=end)
     return _StampVotes(
         bar_ns,
-        start=int(start.sum()),
-        end=int(end.sum()),
+        start=int(edges.get_column("start").sum()),
+        end=int(edges.get_column("end").sum()),
         end_example=edges.filter("end").get_column("ts").first(),  # type: ignore[arg-type]
         start_example=edges.filter("start").get_column("ts").first(),  # type: ignore[arg-type]
     )
+
+
+def _new_york_minute(ns: pl.Expr) -> pl.Expr:
+    """The New York minute of the day (0 .. 1439) of epoch-ns times, to the exact second."""
+    local = pl.from_epoch(ns, time_unit="ns").dt.replace_time_zone("UTC")
+    local = local.dt.convert_time_zone(NEW_YORK)
+    on_minute = local.dt.second() == 0
+    return pl.when(on_minute).then(local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute())
+
+
+def _minute_of(when: time) -> int:
+    return when.hour * 60 + when.minute
 
 
 def _new_york(ns: int | None) -> str:

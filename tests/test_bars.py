@@ -29,6 +29,7 @@ from scalper.bars import (
     write_bars,
 )
 from scalper.errors import DataError
+from scalper.resample import resample
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HEADER = "ts,open,high,low,close,volume"
@@ -499,3 +500,17 @@ def test_off_tick_prices_are_counted_in_one_line() -> None:
     assert off_tick_warning(frame, 0.05, "f.csv") is None
     assert is_on_tick(1.1076, 0.00005) and is_on_tick(5000.25, 0.25)
     assert not is_on_tick(5000.1, 0.25) and not is_on_tick(float("nan"), 0.25)
+
+
+@pytest.mark.parametrize("minutes", [5, 15, 30])
+def test_longer_bars_stamped_at_their_end_are_refused_too(
+    tmp_path: Path, es_front: pl.DataFrame, minutes: int
+) -> None:
+    """Bars of 15 minutes or more fill the quarter hours: the Globex open tells instead."""
+    bars = resample(es_front, minutes * 60)
+    starts, ends = tmp_path / "starts.parquet", tmp_path / "ends.parquet"
+    write_bars(bars, starts)
+    write_bars(bars.with_columns(pl.col("ts") + minutes * MINUTE), ends)
+    assert read_bars(starts).equals(bars)
+    assert "look like bar ends" in read_error(ends)
+    assert read_bars(ends, BarFileSpec(stamped="end")).equals(bars)
