@@ -17,7 +17,7 @@ Friday, and starts the research job once per night as soon as `continuous_bars` 
 partition: chained after the data job (20:30, `assets.schedules`) however long that one takes.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import polars as pl
@@ -49,11 +49,13 @@ from scalper.config import Config
 from scalper.paths import subdir
 from scalper.report import publish
 from scalper.research import (
+    Excluded,
     ResearchRun,
     WalkForwardResult,
     approved_params_path,
     best_set,
     continuous_reader,
+    exclusion_lines,
     folds_table,
     format_point,
     go_live_gate,
@@ -107,7 +109,7 @@ def param_sweep(context: AssetExecutionContext, scalper_config: ScalperConfig) -
     metadata = {
         **window_metadata(bars, cfg),
         "sets": MetadataValue.int(sweep.height),
-        "skipped": MetadataValue.int(grid_params(cfg).skipped),
+        **exclusions_metadata(grid_params(cfg).excluded),
         "best": MetadataValue.text(best_text),
         f"best_{objective}": MetadataValue.float(float(best[objective]) if best else float("nan")),
         "top_10": MetadataValue.md(markdown_table(top.drop("set"))),
@@ -131,6 +133,7 @@ def walk_forward(context: AssetExecutionContext, scalper_config: ScalperConfig) 
         "degradation": MetadataValue.float(wf.degradation),
         "recommended": MetadataValue.text(format_point(wf.recommended)),
         "folds": MetadataValue.md(markdown_table(folds_table(wf))),
+        **exclusions_metadata(wf.excluded),
     }
     return Output(wf, metadata=metadata)
 
@@ -165,6 +168,8 @@ def recommended_params(
         sweep=param_sweep,
         walk_forward=walk_forward,
         verdict=verdict,
+        data_source=cfg.data.source,  # the store holds what the configured source delivered
+        excluded=walk_forward.excluded,
     )
     published = publish(run, cfg, origin="dagster", approved_to=approved_params_path())
     context.log.info(verdict.summary())
@@ -175,6 +180,7 @@ def recommended_params(
         "params": MetadataValue.json(verdict.params or {}),
         "report": MetadataValue.path(str(published.report)),
         "run_id": MetadataValue.text(published.run_id),
+        **exclusions_metadata(walk_forward.excluded),
         **metrics_metadata(walk_forward.out_of_sample.metrics, "oos_"),
     }
     if published.approved is not None:
@@ -244,6 +250,15 @@ def window_metadata(bars: pl.DataFrame, cfg: Config) -> dict[str, Any]:
         "symbol": MetadataValue.text(cfg.instrument.symbol),
         "sessions": MetadataValue.text(f"{dates[0]} .. {dates[-1]} ({dates.len()} sessions)"),
         "bars": MetadataValue.int(bars.height),
+    }
+
+
+def exclusions_metadata(excluded: Sequence[Excluded]) -> dict[str, Any]:
+    """How many grid sets the configuration's rules refused, and why (a line per group)."""
+    lines = "\n".join(f"- {line}" for line in exclusion_lines(excluded)) or "none"
+    return {
+        "excluded": MetadataValue.int(len(excluded)),
+        "excluded_why": MetadataValue.md(lines),
     }
 
 

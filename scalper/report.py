@@ -18,7 +18,7 @@ import html
 import io
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +36,12 @@ from scalper.config import GRID_AXES, Config
 from scalper.files import atomic_write
 from scalper.paths import subdir
 from scalper.research import (
+    Excluded,
     ResearchRun,
     WalkForwardResult,
     append_history,
     eligible_sets,
+    exclusion_groups,
     folds_table,
     format_point,
     history_row,
@@ -154,7 +156,15 @@ def _write_run_files(run: ResearchRun, cfg: Config, directory: Path, run_id: str
     if run.walk_forward is None or run.verdict is None:
         return None
     path = directory / "approved_params.yaml"
-    written = write_approved_params(run.verdict, run.walk_forward, cfg, path, run_id=run_id)
+    written = write_approved_params(
+        run.verdict,
+        run.walk_forward,
+        cfg,
+        path,
+        symbol=run.symbol,
+        data_source=run.data_source,
+        run_id=run_id,
+    )
     return path if written else None
 
 
@@ -187,6 +197,8 @@ def render_report(
         parts.append(_sweep_section(run.sweep, cfg))
     if run.walk_forward is not None:
         parts += [_folds_section(run.walk_forward), _oos_equity_section(run.walk_forward)]
+    if run.excluded:
+        parts.append(_excluded_section(run.excluded, cfg))
     if trades_run is not None:
         parts.append(_trades_section(*trades_run, cfg.session.timezone))
     title = f"Research {run.symbol} {run_id}"
@@ -298,14 +310,37 @@ def _sweep_section(sweep: pl.DataFrame, cfg: Config) -> str:
 
 def _folds_section(wf: WalkForwardResult) -> str:
     note = (
-        f'<p class="muted">{len(wf.folds)} folds; grid of {wf.grid_size} sets ({wf.skipped} '
-        f"skipped); mean {wf.objective} in-sample {_num(wf.in_sample_score)}, out-of-sample "
+        f'<p class="muted">{len(wf.folds)} folds; grid of {wf.grid_size} sets '
+        f"({len(wf.excluded)} excluded); mean {wf.objective} in-sample "
+        f"{_num(wf.in_sample_score)}, out-of-sample "
         f"{_num(wf.out_of_sample_score)}, degradation {_num(wf.degradation, '{:.1%}')}.</p>"
     )
     return _section(
         "folds",
         "Walk-forward folds: in-sample vs out-of-sample",
         _img(_folds_figure(wf), "walk-forward folds") + note + _table(folds_table(wf)),
+    )
+
+
+def _excluded_section(excluded: Sequence[Excluded], cfg: Config) -> str:
+    """The grid sets the configuration's rules refused, grouped by why, each group's sets
+    listed: a set missing from the sweep is never a mystery."""
+    groups = "".join(
+        f"<li><b>{len(points)} set{'s' if len(points) > 1 else ''}</b>: "
+        f"{'<br>'.join(_e(reason) for reason in reasons)}"
+        f"<details><summary>which</summary><code>"
+        f"{'<br>'.join(_e(format_point(point)) for point in points)}</code></details></li>"
+        for reasons, points in exclusion_groups(excluded)
+    )
+    note = (
+        f'<p class="muted">{len(excluded)} combinations of the research grid are not run: '
+        f"{_e(cfg.source)} with them would be refused in {_e(cfg.broker.mode)} mode, so the "
+        "gate could not approve them.</p>"
+    )
+    return _section(
+        "excluded",
+        "Parameter sets excluded by the configuration's rules",
+        note + f"<ul>{groups}</ul>",
     )
 
 

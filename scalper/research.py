@@ -39,6 +39,7 @@ out-of-sample. Every check is reported, passed or not, so the verdict always say
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -55,12 +56,20 @@ import yaml
 from scalper.backtest import BacktestResult, result_from_engine, run_backtest
 from scalper.bars import to_engine_columns
 from scalper.calendar import with_session_columns
-from scalper.config import GRID_AXES, Config, StrategyConfig
+from scalper.config import (
+    GRID_AXES,
+    PROVENANCE_KEY,
+    Config,
+    DataSource,
+    StrategyConfig,
+    load_config_with_overrides,
+    refusals,
+)
 from scalper.continuous import read_continuous_bars
 from scalper.engine import backtest_columns, engine_params, sweep_columns
 from scalper.errors import DataError, ScalperError
 from scalper.files import atomic_write
-from scalper.paths import subdir
+from scalper.paths import subdir, subdir_path
 from scalper.progress import Progress
 
 METRICS = (
@@ -79,13 +88,21 @@ _STRATEGY_AXES = frozenset(f.name for f in fields(StrategyConfig)) & frozenset(G
 
 
 @dataclass(frozen=True)
+class Excluded:
+    """A grid set the configuration refuses, and why (`config.refusals`, one line per rule)."""
+
+    point: dict[str, Any]
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Grid:
     """The sweep's parameter sets: `points` holds each set's grid values, `params` the full engine
-    parameters; `skipped` counts the combinations the strategy's rules refuse."""
+    parameters; `excluded` the combinations the configuration's rules refuse, with the reasons."""
 
     points: tuple[dict[str, Any], ...]
     params: tuple[dict[str, Any], ...]
-    skipped: int
+    excluded: tuple[Excluded, ...]
 
     def __len__(self) -> int:
         return len(self.points)
@@ -94,9 +111,11 @@ class Grid:
 def grid_params(cfg: Config) -> Grid:
     """The cartesian product of the `research` grid axes, in axis order, as engine parameters.
 
-    A combination is skipped when the configuration would refuse it (e.g. exit_z >= entry_z, which
-    would exit at once): the same rules as `strategy`/`risk` in the file, so an approved set is
-    always a loadable configuration.
+    A combination is excluded when the configuration with it would be refused where it is
+    loaded: by the rules between settings (exit_z >= entry_z would exit at once) and by the
+    safety rules of the configuration's mode (live: no stop, a stop beyond the daily loss limit,
+    ...), the very rules of `load_config` (`config.refusals`). So research never chooses, and the
+    gate never approves, a set that session open would then refuse.
     """
     if cfg.strategy.kind != "zscore":
         raise ScalperError(
@@ -105,26 +124,42 @@ def grid_params(cfg: Config) -> Grid:
         )
     axes = [getattr(cfg.research, axis) for axis in GRID_AXES]
     points = [dict(zip(GRID_AXES, values, strict=True)) for values in itertools.product(*axes)]
-    valid = [point for point in points if _is_valid(cfg, point)]
+    judged = [(point, refusals(with_point(cfg, point), cfg)) for point in points]
+    valid = [point for point, reasons in judged if not reasons]
+    excluded = tuple(Excluded(point, reasons) for point, reasons in judged if reasons)
     if not valid:
         raise ScalperError(
-            f"research grid: all {len(points)} combinations are refused (exit_z >= entry_z)"
+            f"research grid: all {len(points)} combinations are refused by {cfg.source}'s "
+            f"{cfg.broker.mode}-mode rules: " + "; ".join(exclusion_lines(excluded)[:3])
         )
     return Grid(
         points=tuple(valid),
         params=tuple(engine_params(cfg, point) for point in valid),
-        skipped=len(points) - len(valid),
+        excluded=excluded,
     )
 
 
-def _is_valid(cfg: Config, point: Mapping[str, Any]) -> bool:
-    applied = with_point(cfg, point)
-    problems = itertools.chain(applied.strategy.problems(), applied.risk.problems())
-    return next(problems, None) is None
+def exclusion_groups(
+    excluded: Sequence[Excluded],
+) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:
+    """The excluded sets grouped by their reasons, the largest group first."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in excluded:
+        groups.setdefault(item.reasons, []).append(item.point)
+    return sorted(groups.items(), key=lambda group: -len(group[1]))
+
+
+def exclusion_lines(excluded: Sequence[Excluded]) -> list[str]:
+    """One line per group of excluded sets (`N sets: reasons`): what the CLI prints and the
+    Dagster metadata shows (the report lists the sets too)."""
+    return [
+        f"{len(points)} set{'s' if len(points) > 1 else ''}: {'; '.join(reasons)}"
+        for reasons, points in exclusion_groups(excluded)
+    ]
 
 
 def with_point(cfg: Config, point: Mapping[str, Any]) -> Config:
-    """`cfg` with a grid point's settings (no validation: `grid_params` only yields valid ones)."""
+    """`cfg` with a grid point's settings, unchecked (`refusals` judges the result)."""
     overrides = config_overrides(point)
     return replace(
         cfg,
@@ -329,7 +364,7 @@ class WalkForwardResult:
     out_of_sample_score: float
     degradation: float
     grid_size: int
-    skipped: int
+    excluded: tuple[Excluded, ...]
 
     @property
     def recommended(self) -> dict[str, Any] | None:
@@ -343,10 +378,11 @@ class WalkForwardResult:
 
     def summary(self) -> str:
         """One line: folds, out-of-sample headline metrics, degradation, recommendation."""
+        excluded = f"; {len(self.excluded)} grid sets excluded" if self.excluded else ""
         return (
             f"{len(self.folds)} folds, out-of-sample: {headline(self.out_of_sample.metrics)}; "
             f"{self.objective} degradation {_pct(self.degradation)}; "
-            f"recommended {format_point(self.recommended)}"
+            f"recommended {format_point(self.recommended)}{excluded}"
         )
 
 
@@ -425,7 +461,7 @@ def _walk_forward_result(
         out_of_sample_score=oos_score,
         degradation=1 - oos_score / in_score if in_score > 0 else math.nan,
         grid_size=len(grid),
-        skipped=grid.skipped,
+        excluded=grid.excluded,
     )
 
 
@@ -566,7 +602,7 @@ def go_live_gate(wf: WalkForwardResult, cfg: Config) -> GateVerdict:
     """Judges the walk-forward's recommendation by the `research.gate_*` thresholds."""
     r = cfg.research
     m = wf.out_of_sample.metrics
-    checks = (
+    checks: tuple[GateCheck, ...] = (
         _every_fold(
             "winners",
             [f for f in wf.folds if f.winner is None],
@@ -612,8 +648,23 @@ def go_live_gate(wf: WalkForwardResult, cfg: Config) -> GateVerdict:
             undefined=_why_no_degradation(wf),
         ),
     )
+    if wf.recommended is not None:
+        checks += (_safety_check(wf.recommended, cfg),)
     passed = all(c.passed for c in checks)
     return GateVerdict(passed=passed, checks=checks, params=wf.recommended)
+
+
+def _safety_check(point: Mapping[str, Any], cfg: Config) -> GateCheck:
+    """The recommendation under the rules session open will load it with (`config.refusals`).
+
+    The walk-forward chose among allowed sets only, but the gate may judge it with a newer
+    configuration (each Dagster asset loads its own), so the gate checks again.
+    """
+    rules = f"the {cfg.broker.mode}-mode rules of {cfg.source}"
+    reasons = refusals(with_point(cfg, point), cfg)
+    if reasons:
+        return GateCheck("safety", False, f"refused by {rules}: " + "; ".join(reasons))
+    return GateCheck("safety", True, f"the set passes {rules}")
 
 
 def _every_fold(name: str, failing: list[FoldResult], ok: str, why: str) -> GateCheck:
@@ -676,7 +727,7 @@ def format_point(point: Mapping[str, Any] | None) -> str:
 
 def approved_params_path() -> Path:
     """Where the nightly run publishes the parameters the trading day loads."""
-    return subdir("research") / "approved_params.yaml"
+    return subdir_path("research") / "approved_params.yaml"  # read by session open: not created
 
 
 def write_approved_params(
@@ -685,28 +736,102 @@ def write_approved_params(
     cfg: Config,
     path: str | Path,
     *,
+    symbol: str,
+    data_source: DataSource | None,
     run_id: str | None = None,
 ) -> bool:
     """Writes `path` (configuration overrides) only when the gate passed; returns whether it did.
 
     A refused run leaves an earlier approved file in place: the last set that passed stays the
-    one to trade (its header says when and on what it was approved).
+    one to trade (its header says when and on what it was approved). The file opens with its
+    `provenance` (`approval_provenance`), which session open checks before trading it.
     """
     if not verdict.passed or verdict.params is None:
         return False
     header = [
         f"Approved by the go-live gate on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         + (f" (research run {run_id})" if run_id else ""),
-        f"Symbol {cfg.instrument.symbol}, walk-forward {len(wf.folds)} {cfg.research.fold_mode} "
+        f"Symbol {symbol}, walk-forward {len(wf.folds)} {cfg.research.fold_mode} "
         f"folds over sessions {wf.span[0]} .. {wf.span[1]}, objective {wf.objective}",
         f"Out-of-sample: {headline(wf.out_of_sample.metrics)}",
         "Configuration overrides: these strategy and risk settings replace the trader's.",
     ]
-    body = yaml.safe_dump(config_overrides(verdict.params), sort_keys=False)
+    provenance = approval_provenance(wf, cfg, symbol, data_source, run_id)
+    document = {PROVENANCE_KEY: provenance, **config_overrides(verdict.params)}
+    body = yaml.safe_dump(document, sort_keys=False)
     text = "".join(f"# {line}\n" for line in header) + body
     with atomic_write(Path(path)) as fh:
         fh.write(text.encode())
     return True
+
+
+TRADABLE_SOURCES: tuple[DataSource, ...] = ("file", "ibkr")
+"""Data sources whose approvals may be traded: market data, never the simulator."""
+
+
+def approval_provenance(
+    wf: WalkForwardResult,
+    cfg: Config,
+    symbol: str,
+    data_source: DataSource | None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Where an approval came from: the data (source, symbol, first and last session), the
+    configuration it ran with (a hash of the validated settings, secrets redacted), when."""
+    first, last = wf.span
+    return {
+        "data_source": data_source or "unknown",
+        "symbol": symbol,
+        "first_session": first.isoformat(),
+        "last_session": last.isoformat(),
+        "config_hash": config_hash(cfg),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": run_id,
+    }
+
+
+def config_hash(cfg: Config) -> str:
+    """SHA-256 of the validated configuration as plain data; secrets are redacted in it, so the
+    hash neither leaks nor depends on them."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_provenance(path: Path, symbols: Sequence[str]) -> dict[str, Any]:
+    """The provenance of the approved file at `path` when it may be traded by a worker of
+    `symbols`; otherwise `ScalperError` saying why not: no provenance (written by hand, or
+    before provenance was recorded), simulated or unknown data, another symbol."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ScalperError(f"{path}: cannot read the approved parameters: {exc}") from None
+    provenance = document.get(PROVENANCE_KEY) if isinstance(document, Mapping) else None
+    if not isinstance(provenance, Mapping):
+        raise ScalperError(
+            f"{path}: no provenance (data source, symbol, sessions): not written by the "
+            "research run; refused, run the research again"
+        )
+    source = provenance.get("data_source")
+    if source not in TRADABLE_SOURCES:
+        what = "simulated data" if source == "simulator" else f"data of source {source!r}"
+        raise ScalperError(
+            f"{path}: approved on {what}; only parameters approved on market data "
+            f"({' or '.join(TRADABLE_SOURCES)}) are traded"
+        )
+    symbol = str(provenance.get("symbol", ""))
+    if symbol.upper() not in {s.upper() for s in symbols}:
+        raise ScalperError(
+            f"{path}: approved for {symbol or 'no symbol'}, not for {', '.join(symbols)}"
+        )
+    return dict(provenance)
+
+
+def load_approved_params(config_path: str | None, path: Path, symbol: str) -> Config:
+    """The configuration at `config_path` with the approved parameters of `path` for `symbol`,
+    after their provenance is checked (`read_provenance`): what session open and the worker
+    load, so neither can trade parameters approved on simulated data or for another symbol."""
+    read_provenance(path, [symbol])
+    return load_config_with_overrides(config_path, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -856,6 +981,8 @@ class ResearchRun:
     sweep: pl.DataFrame | None = None
     walk_forward: WalkForwardResult | None = None
     verdict: GateVerdict | None = None
+    data_source: DataSource | None = None  # where the bars came from (None: not known)
+    excluded: tuple[Excluded, ...] = ()  # grid sets the configuration's rules refused
 
 
 def run_research(
@@ -873,4 +1000,5 @@ def run_research(
         sweep=run_sweep(recent, cfg, progress=progress),
         walk_forward=wf,
         verdict=go_live_gate(wf, cfg),
+        excluded=wf.excluded,
     )

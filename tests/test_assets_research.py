@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from dagster import (
     DagsterInstance,
     ExecuteInProcessResult,
@@ -27,10 +28,11 @@ from assets.research import RESEARCH_ASSETS, nightly_research
 from assets.research import walk_forward as walk_forward_asset
 from assets.resources import ScalperConfig, build_resources
 from scalper.cli import main
-from scalper.config import load_config
+from scalper.config import load_config_with_overrides
 from scalper.continuous import read_continuous_bars
 from scalper.demo import run_demo
-from scalper.research import read_history
+from scalper.errors import ScalperError
+from scalper.research import read_history, read_provenance
 
 START = date(2024, 1, 2)
 DAYS = 45
@@ -40,11 +42,18 @@ research:
   lookback: [10, 20]
   entry_z: [1.5, 2.0]
   exit_z: [0.0, 0.5]
-  stop_loss_ticks: [0]
+  stop_loss_ticks: [0, 48]
   take_profit_ticks: [0, 8]
   min_trades: 10
   backtest_sessions: 15
 """
+# 48 ticks of MES lose $60.84 with commissions, more than the default daily loss limit ($50): a
+# hazard the configuration does not have, so those 16 sets are excluded (and reported).
+EXCLUDED_WHY = (
+    "- 16 sets: risk.stop_loss_ticks = 48: one stopped-out trade of 1 contract(s) loses 60.84 "
+    "with commissions, more than daily_loss_limit (50); a hazard the configuration does not have "
+    "(an error in live mode)"
+)
 
 
 @dataclass(frozen=True)
@@ -96,14 +105,17 @@ def test_research_assets_materialize_with_headline_metadata(
     assert backtest["sessions"] == "2024-01-26 .. 2024-02-15 (15 sessions)"
     assert backtest["trades"] > 0 and "sharpe" in backtest and "net_pnl" in backtest
     sweep = metadata(nightly, "param_sweep")
-    assert sweep["sets"] == 16 and sweep["skipped"] == 0
+    assert sweep["sets"] == 16 and sweep["excluded"] == 16
+    assert sweep["excluded_why"] == EXCLUDED_WHY
     assert Path(str(sweep["table"])).is_file()
     walk = metadata(nightly, "walk_forward")
     assert walk["sessions"].startswith("2024-01-02 .. 2024-02-15 (")  # type: ignore[union-attr]
     for key in ("oos_sharpe", "oos_profit_factor", "oos_max_drawdown_pct", "degradation"):
         assert key in walk
+    assert walk["excluded"] == 16 and walk["excluded_why"] == EXCLUDED_WHY
     recommended = metadata(nightly, "recommended_params")
     assert recommended["gate"] in ("PASSED", "FAILED")
+    assert recommended["excluded"] == 16 and recommended["excluded_why"] == EXCLUDED_WHY
     assert Path(str(recommended["report"])).is_file()
 
 
@@ -123,7 +135,7 @@ def test_report_from_the_assets_has_every_plot(nightly: ExecuteInProcessResult) 
     text = report.read_text()
     assert re.findall(r'<section id="([^"]+)"', text) == [
         "summary", "verdict", "equity", "pnl-distribution", "time-of-day", "heatmaps", "folds",
-        "oos-equity", "trades",
+        "oos-equity", "excluded", "trades",
     ]  # fmt: skip
     assert text.count('src="data:image/png;base64,') == 6
     assert (report.parent.parent / "index.html").is_file()
@@ -141,7 +153,14 @@ def test_gate_verdict_is_a_check_and_decides_the_approved_file(
     if check.passed:
         assert recommended["approved_params"] == str(approved)
         params = recommended["params"]
-        assert load_config(approved, env={}).strategy.lookback == params["lookback"]  # type: ignore[index]
+        loaded = load_config_with_overrides(None, approved, env={})
+        assert loaded.strategy.lookback == params["lookback"]  # type: ignore[index]
+        provenance = yaml.safe_load(approved.read_text())["provenance"]  # as the CLI's (report.py)
+        assert provenance["data_source"] == "simulator" and provenance["symbol"] == "MES"
+        assert provenance["run_id"] == recommended["run_id"]
+        assert provenance["first_session"] <= provenance["last_session"]
+        with pytest.raises(ScalperError, match="approved on simulated data"):
+            read_provenance(approved, ["MES"])  # so session open refuses it
 
 
 def test_a_refused_run_writes_no_approved_file_and_says_why(stored: Stored) -> None:
@@ -220,11 +239,10 @@ def test_demo_runs_the_nightly_chain_and_prints_the_report(
     assert "research: 5 folds, out-of-sample: " in out
     assert re.search(r"^gate (PASSED|FAILED)", out, re.MULTILINE)
     report = Path(re.findall(r"^report: +(\S+)$", out, re.MULTILINE)[0])
-    assert report == tmp_path / "reports" / "research" / "latest.html"
+    demo = tmp_path / "demo"  # the demo's own data directory
+    assert report == demo / "reports" / "research" / "latest.html"
     assert report.read_text().count('src="data:image/png;base64,') == 6
-    assert read_history(tmp_path / "research" / "history.parquet")["origin"].to_list() == [
-        "dagster"
-    ]
+    assert read_history(demo / "research" / "history.parquet")["origin"].to_list() == ["dagster"]
 
 
 def test_demo_too_short_for_a_walk_forward_says_so(

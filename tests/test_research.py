@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from scalper import research, store
 from scalper.backtest import run_backtest
 from scalper.bars import write_bars
 from scalper.calendar import with_session_columns
-from scalper.config import Config, config_from_dict, load_config
+from scalper.config import Config, config_from_dict, load_config, load_config_with_overrides
 from scalper.errors import DataError, ScalperError
 from scalper.report import publish
 from scalper.research import (
@@ -30,8 +31,10 @@ from scalper.research import (
     fold_ranges,
     go_live_gate,
     grid_params,
+    load_approved_params,
     metrics_from,
     read_history,
+    read_provenance,
     run_sweep,
     session_dates,
     walk_forward,
@@ -108,7 +111,7 @@ def trending_bars() -> pl.DataFrame:
 def test_default_grid_is_the_full_product() -> None:
     grid = grid_params(load_config(None, env={}))
     assert len(grid) == 5 * 4 * 3 * 3 * 3
-    assert grid.skipped == 0
+    assert grid.excluded == ()
     assert len(grid.params) == len(grid)
     assert grid.params[0]["lookback"] == 10
     assert grid.params[0]["strategy"] == "zscore"
@@ -119,7 +122,11 @@ def test_grid_skips_and_counts_exit_at_or_above_entry() -> None:
     grid = grid_params(cfg)
     # Valid (entry, exit) pairs: (1.0, 0.5), (2.0, 0.5), (2.0, 1.0), (2.0, 1.5); two lookbacks.
     assert len(grid) == 4 * 2
-    assert grid.skipped == 2 * 2
+    assert len(grid.excluded) == 2 * 2
+    assert {r for e in grid.excluded for r in e.reasons} == {
+        "strategy.exit_z = 1.0: exit_z must be below entry_z (1.0)",
+        "strategy.exit_z = 1.5: exit_z must be below entry_z (1.0)",
+    }
     assert all(p["exit_z"] < p["entry_z"] for p in grid.params)
 
 
@@ -346,6 +353,7 @@ def test_gate_accepts_a_set_profitable_by_design() -> None:
     assert verdict.params == wf.recommended
     assert [c.name for c in verdict.checks] == [
         "winners", "trades_per_fold", "sharpe", "profit_factor", "max_drawdown", "degradation",
+        "safety",
     ]  # fmt: skip
     assert verdict.summary().startswith("gate PASSED for lookback=")
 
@@ -370,6 +378,124 @@ def test_gate_names_the_folds_that_trade_too_little() -> None:
     assert "folds 1, 2, 3, 4, 5: fewer than 1000000 out-of-sample trades" in verdict.reasons
 
 
+# --- the grid and the gate apply the configuration's own rules ----------------------------------
+
+# A safe live configuration whose research grid holds sets live mode refuses: no stop, and a stop
+# beyond the daily loss limit (48 ticks x $1.25 + 2 x $0.42 = $60.84 > $50). The gate's
+# thresholds are lax: what is tested is which sets it may approve, not how good they are.
+LIVE_RESEARCH: dict[str, Any] = {
+    "broker": {"kind": "ibkr", "mode": "live", "port": 4001, "account": "U1234567"},
+    "alerts": {"webhook": "https://hooks.example.com/research"},
+    "session": {"calendar": "CME_Equity"},
+    "risk": {"stop_loss_ticks": 8},
+    "research": {
+        **SMALL_GRID,
+        "stop_loss_ticks": [0, 8, 48],
+        "min_trades": 5,
+        "gate_min_sharpe": -1000.0,
+        "gate_min_profit_factor": 0.0,
+        "gate_max_drawdown_pct": 1.0,
+        "gate_min_trades_per_fold": 0,
+        "gate_max_degradation": 1000.0,
+    },
+}
+NO_STOP = "risk.stop_loss_ticks = 0: no protective stop"
+STOP_BEYOND_LIMIT = "risk.stop_loss_ticks = 48: one stopped-out trade of 1 contract(s) loses 60.84"
+
+
+@pytest.fixture
+def live_config(tmp_path: Path) -> Path:
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump(LIVE_RESEARCH))
+    return path
+
+
+def test_live_grid_holds_exactly_the_sets_session_open_accepts(
+    live_config: Path, tmp_path: Path
+) -> None:
+    cfg = load_config(live_config, env={})
+    grid = grid_params(cfg)
+    assert {p["stop_loss_ticks"] for p in grid.points} == {8}
+    lines = research.exclusion_lines(grid.excluded)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"16 sets: {NO_STOP}")
+    assert lines[1].startswith(f"16 sets: {STOP_BEYOND_LIMIT}")
+    assert all(line.endswith("refused in live mode") for line in lines)
+    # Every combination, as an approved file loaded onto the live file the way session open
+    # loads it: those in the grid load, those excluded are refused, for the reasons given.
+    overrides = tmp_path / "overrides.yaml"
+    for point in grid.points:
+        overrides.write_text(yaml.safe_dump(research.config_overrides(point)))
+        load_config_with_overrides(live_config, overrides, env={})
+    for excluded in grid.excluded:
+        overrides.write_text(yaml.safe_dump(research.config_overrides(excluded.point)))
+        with pytest.raises(ScalperError) as info:
+            load_config_with_overrides(live_config, overrides, env={})
+        assert [line.split(": ", 1)[1] for line in str(info.value).splitlines()] == list(
+            excluded.reasons
+        )
+
+
+def test_a_paper_grid_keeps_the_trader_s_hazards_but_adds_none() -> None:
+    # Paper mode: no stop is legitimate; a stop beyond the daily loss limit is a hazard this
+    # configuration does not have, so research must not bring it in.
+    cfg = config_from_dict({"research": {**SMALL_GRID, "stop_loss_ticks": [0, 48]}}, env={})
+    grid = grid_params(cfg)
+    assert {p["stop_loss_ticks"] for p in grid.points} == {0}
+    (line,) = research.exclusion_lines(grid.excluded)
+    assert line.startswith(f"16 sets: {STOP_BEYOND_LIMIT}")
+    assert line.endswith("a hazard the configuration does not have (an error in live mode)")
+    # The same hazard chosen by the trader in the file is theirs to keep.
+    limitless = config_from_dict(
+        {"research": {**SMALL_GRID, "stop_loss_ticks": [48]}, "risk": {"daily_loss_limit": 0}},
+        env={},
+    )
+    assert grid_params(limitless).excluded == ()
+
+
+def test_gate_with_a_live_config_approves_only_what_session_open_loads(
+    live_config: Path, tmp_path: Path
+) -> None:
+    cfg = load_config(live_config, env={})
+    wf = walk_forward(reverting_bars(), cfg)
+    assert len(wf.excluded) == 32 and "32 grid sets excluded" in wf.summary()
+    assert {f.winner["stop_loss_ticks"] for f in wf.folds if f.winner} == {8}
+    verdict = go_live_gate(wf, cfg)
+    assert verdict.passed, verdict.summary()
+    safety = verdict.checks[-1]
+    assert safety.name == "safety" and safety.passed
+    assert safety.detail == f"the set passes the live-mode rules of {live_config}"
+    approved = tmp_path / "approved_params.yaml"
+    assert write_approved_params(verdict, wf, cfg, approved, symbol="MES", data_source="file")
+    loaded = load_approved_params(str(live_config), approved, "MES")
+    assert loaded.broker.is_live and loaded.risk.stop_loss_ticks == 8
+
+
+def test_gate_refuses_a_recommendation_its_configuration_refuses(live_config: Path) -> None:
+    # A walk-forward run with a paper configuration (no stop), judged for the live one.
+    _, wf, paper_verdict = gated(reverting_bars())
+    assert paper_verdict.passed and wf.recommended is not None
+    verdict = go_live_gate(wf, load_config(live_config, env={}))
+    assert not verdict.passed
+    (reason,) = verdict.reasons
+    assert reason.startswith(f"refused by the live-mode rules of {live_config}: {NO_STOP}")
+
+
+def test_cli_and_report_list_the_excluded_sets_and_why(live_config: Path, tmp_path: Path) -> None:
+    data = tmp_path / "bars.parquet"
+    write_bars(simulated(), data)
+    proc = run("walk-forward", "--config", str(live_config), "--data", str(data), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    excluded = [line for line in proc.stdout.splitlines() if line.startswith("excluded ")]
+    assert [line.split(":")[0] for line in excluded] == ["excluded 16 sets"] * 2
+    assert NO_STOP in excluded[0] and STOP_BEYOND_LIMIT in excluded[1]
+    report = Path(proc.stdout.strip().splitlines()[-1].removeprefix("report: "))
+    page = report.read_text()
+    assert 'id="excluded"' in page
+    assert NO_STOP in page and "60.84" in page
+    assert "lookback=10 entry_z=1.5 exit_z=0 stop_loss_ticks=0 take_profit_ticks=0" in page
+
+
 # --- approved parameters and history ------------------------------------------------------------
 
 
@@ -379,11 +505,21 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
+def approve(path: Path, **provenance: Any) -> tuple[Config, research.WalkForwardResult]:
+    """A passing gate's approved file at `path` (from the file source, for MES by default)."""
+    cfg, wf, verdict = gated(reverting_bars())
+    how = {"symbol": "MES", "data_source": "file", **provenance}
+    assert write_approved_params(verdict, wf, cfg, path, run_id="r1", **how)
+    return cfg, wf
+
+
 def test_approved_params_written_only_on_pass_and_load_as_config(tmp_path: Path) -> None:
     cfg, wf, verdict = gated(reverting_bars())
     path = tmp_path / "approved_params.yaml"
-    assert write_approved_params(verdict, wf, cfg, path, run_id="r1")
-    loaded = load_config(path, env={})
+    assert write_approved_params(
+        verdict, wf, cfg, path, symbol="MES", data_source="ibkr", run_id="r1"
+    )
+    loaded = load_config_with_overrides(None, path, env={})
     assert loaded.warnings == ()
     point = verdict.params
     assert point is not None
@@ -396,11 +532,57 @@ def test_approved_params_written_only_on_pass_and_load_as_config(tmp_path: Path)
 
     bad_cfg, bad_wf, refused = gated(trending_bars())
     other = tmp_path / "refused.yaml"
-    assert not write_approved_params(refused, bad_wf, bad_cfg, other)
+    how: dict[str, Any] = {"symbol": "MES", "data_source": "ibkr"}
+    assert not write_approved_params(refused, bad_wf, bad_cfg, other, **how)
     assert not other.exists()
     before = path.read_text()
-    assert not write_approved_params(refused, bad_wf, bad_cfg, path)
+    assert not write_approved_params(refused, bad_wf, bad_cfg, path, **how)
     assert path.read_text() == before  # the last approved set stays in force
+
+
+def test_approved_params_record_their_provenance(tmp_path: Path) -> None:
+    path = tmp_path / "approved_params.yaml"
+    cfg, wf = approve(path, data_source="ibkr")
+    provenance = read_provenance(path, ["MES"])
+    assert provenance["data_source"] == "ibkr" and provenance["symbol"] == "MES"
+    assert provenance["first_session"] == wf.span[0].isoformat()
+    assert provenance["last_session"] == wf.span[1].isoformat()
+    assert provenance["config_hash"] == research.config_hash(cfg)
+    assert provenance["created_at"] and provenance["run_id"] == "r1"
+    changed = config_from_dict({"strategy": {"lookback": 21}})
+    assert research.config_hash(changed) != research.config_hash(cfg)
+    one, other = ({"broker": {"account": account}} for account in ("U999", "U111"))
+    assert research.config_hash(config_from_dict(one)) == research.config_hash(
+        config_from_dict(other)
+    )  # the secret's value neither shows nor counts
+
+
+@pytest.mark.parametrize(
+    ("provenance", "symbols", "needle"),
+    [
+        ({"data_source": "simulator"}, ["MES"], "approved on simulated data"),
+        ({"data_source": None}, ["MES"], "approved on data of source 'unknown'"),
+        ({"symbol": "ES"}, ["MES", "MNQ"], "approved for ES, not for MES, MNQ"),
+    ],
+)
+def test_approved_params_from_simulation_or_another_symbol_are_refused(
+    provenance: dict[str, Any], symbols: list[str], needle: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "approved_params.yaml"
+    approve(path, **provenance)
+    with pytest.raises(ScalperError, match=needle):
+        read_provenance(path, symbols)
+    with pytest.raises(ScalperError, match=needle.split(", MNQ")[0]):  # the worker: per symbol
+        load_approved_params(None, path, symbols[0])
+
+
+def test_approved_params_without_provenance_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "approved_params.yaml"
+    path.write_text("strategy: {lookback: 15}\n")  # written by hand, or before provenance
+    with pytest.raises(ScalperError, match="no provenance"):
+        read_provenance(path, ["MES"])
+    approve(path)
+    assert load_approved_params(None, path, "mes").strategy.lookback > 0  # any case
 
 
 def test_history_appends_one_row_per_run(home: Path) -> None:
