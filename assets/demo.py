@@ -3,9 +3,10 @@
 `materialize_days` is one run over a range of UTC days for one product, exactly what a backfill
 launched from the UI does for that range (the assets have a single-run backfill policy), with real
 Dagster in this process. `materialize_demo` is `scalper demo`'s data step: it simulates the demo
-window, validates and stitches it, and records the run in the instance under
-`<SCALPER_HOME>/dagster`, so `scalper ui` shows afterwards what the demo did; then it runs the
-nightly research on that series (`materialize_research`) when it has enough sessions.
+window, validates and stitches it, and records the run in the instance under the demo's own data
+directory (`scalper.demo.demo_home`: `<SCALPER_HOME>/demo/dagster`), so `SCALPER_HOME=<that
+folder> scalper ui` shows afterwards what the demo did; then it runs the nightly research on that
+series (`materialize_research`) when it has enough sessions.
 """
 
 import os
@@ -33,7 +34,7 @@ from assets.resources import build_resources
 from scalper.cli.ui import prepare_dagster_home
 from scalper.config import Config, load_config
 from scalper.continuous import read_continuous_bars
-from scalper.demo import DEMO_START, DemoData
+from scalper.demo import DEMO_START, RESULTS, DemoData
 from scalper.errors import ScalperError
 from scalper.paths import subdir
 from scalper.report import LATEST_FILE, runs_root
@@ -75,7 +76,7 @@ def materialize_days(
 def materialize_demo(days: int, seed: int) -> DemoData:
     """The demo's sessions (`days` calendar days from `DEMO_START`, simulator seed `seed`)
     through the assets, and the continuous series, back-adjusted, to backtest."""
-    config = subdir("demo") / "config.yaml"
+    config = subdir(RESULTS) / "config.yaml"
     config.write_text(
         f"# written by scalper demo: the defaults, with its seed\ndata:\n  seed: {seed}\n"
     )

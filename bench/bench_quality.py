@@ -6,7 +6,7 @@ failing rows' indices), best of `--repeat`, after one warm-up call that builds t
 context. Also printed: that first call (what a fresh process pays once, GX import excluded), a
 run over a day with one defect of every kind (the failure path), and building Data Docs for one
 result, which is deliberately kept off the validation path. Data Docs go to the data directory
-(`SCALPER_HOME`, default `./var`).
+(`scalper.paths`: `SCALPER_HOME`, default the user data folder).
 
 Usage: python bench/bench_quality.py [--repeat 5]
 """

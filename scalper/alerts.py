@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 
 from scalper.config import Config
 from scalper.files import atomic_write
-from scalper.paths import subdir
+from scalper.paths import subdir_path
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class _Memory:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[dict[str, _Seen]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             seen = self._read()
@@ -217,7 +218,8 @@ class Alerter:
     ) -> None:
         self.channels = tuple(channels)
         self.throttle_seconds = throttle_seconds
-        self._memory = _Memory(memory if memory is not None else subdir("state") / "alerts.json")
+        state = subdir_path("state")  # created by the first alert: building one writes nothing
+        self._memory = _Memory(memory if memory is not None else state / "alerts.json")
         self._clock = clock
         self._sleep = sleep
         self._retry_pauses = tuple(retry_pauses)

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: a reader, or a crash, never sees a half-written file."""
+"""Crash-safe file writes (a reader, or a crash, never sees a half-written file), and the checks
+of the output paths a user names on the command line, made before any work starts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from scalper.errors import ScalperError
 
 
 @contextmanager
@@ -29,3 +32,56 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def make_folder(path: Path) -> Path:
+    """Create a folder the system writes into (with its parents); a path that cannot be one (a
+    file on the way, no permission, a read-only disk) is one clear error, not a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScalperError(f"cannot create the folder {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ScalperError(f"cannot write in the folder {path}: permission denied")
+    return path
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """The file a user named for output (`option`, e.g. `--trades-out`), checked before the work
+    starts, so a typo costs a second, not a finished backtest: its folder must exist and be
+    writable (a missing folder is a mistake to report, not to create) and it must not be a
+    folder. An existing file is replaced: an output named on the command line is what the
+    command makes, and its writer (`atomic_write`) never leaves a half-written file.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ScalperError(f"{option} {path}: is a folder; name a file in it")
+    _check_parent(path, option)
+    return path
+
+
+def check_output_folder(path: str | Path, option: str) -> Path:
+    """The folder a user named for a run's files (`option`, e.g. `--out`), checked before the
+    work starts: an existing file is refused (never replaced by a folder), as is a folder that
+    already holds files (two runs' files mixed in one folder would be read as one run); a
+    missing folder is created later by the run, inside an existing, writable parent."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if any(path.iterdir()):
+            raise ScalperError(f"{option} {path}: the folder is not empty; name a new one")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ScalperError(f"{option} {path}: the folder is not writable")
+        return path
+    if path.exists():
+        raise ScalperError(f"{option} {path}: is a file, not a folder")
+    _check_parent(path, option)
+    return path
+
+
+def _check_parent(path: Path, option: str) -> None:
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        missing = "is not a folder" if parent.exists() else "does not exist"
+        raise ScalperError(f"{option} {path}: the folder {parent} {missing}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScalperError(f"{option} {path}: the folder {parent} is not writable")

@@ -54,9 +54,9 @@ import polars as pl
 
 from scalper.bars import BAR_COLUMNS, BAR_SCHEMA, iso_utc, write_bars
 from scalper.errors import DataError, ScalperError
-from scalper.files import atomic_write
+from scalper.files import atomic_write, make_folder
 from scalper.instruments import INSTRUMENTS, MONTH_CODES
-from scalper.paths import subdir
+from scalper.paths import subdir_path
 from scalper.progress import track
 
 BARS_FILE = "bars.parquet"
@@ -74,7 +74,7 @@ Stage = Literal["raw", "validated", "continuous"]
 
 def stage_root(stage: Stage) -> Path:
     """The store of one stage of the data pipeline: `<SCALPER_HOME>/bars/<stage>`."""
-    return subdir("bars") / stage
+    return subdir_path("bars") / stage  # writers create their day's folder (`_replace_day`)
 
 
 def root_dir(root: str | Path | None = None) -> Path:
@@ -392,7 +392,7 @@ def _storable(df: pl.DataFrame, symbol: str) -> pl.DataFrame:
 def _replace_day(folder: Path, bars: pl.DataFrame) -> None:
     """Status first, then quarantine, then the bars: a crash leaves a day unvalidated, never a
     stale "validated" record over new bars."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)  # the first write creates the store: a bad data directory is one line
     (folder / STATUS_FILE).unlink(missing_ok=True)
     (folder / QUARANTINE_FILE).unlink(missing_ok=True)
     write_bars(bars, folder / BARS_FILE)

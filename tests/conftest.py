@@ -26,6 +26,15 @@ settings.register_profile(
 settings.load_profile("scalper")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_data_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The platform's user data folder, the default data directory, for this test session: a
+    test (or a command it runs) that sets no SCALPER_HOME never writes into the real user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def market() -> FakeMarket:
     """The fake gateway's market: one trading day of 5-second bars (IB's real-time bar size);

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from scalper.cli import main
+from scalper.errors import ScalperError
+from scalper.research import read_provenance
 from tests.shared import CONFORMANCE, assert_one_line_error, bars_path, run
 
 CASE = CONFORMANCE / "02_stops_targets"
@@ -105,10 +107,16 @@ def test_demo_runs_on_embedded_defaults(
     assert "default configuration" in proc.stdout
     assert "trades" in proc.stdout
     assert "research: 5 folds" in proc.stdout
-    assert (tmp_path / "demo" / "trades.csv").is_file()
-    assert (tmp_path / "demo" / "mes_bars.parquet").is_file()
+    demo = tmp_path / "demo"  # the demo's own data directory: nothing in the live one
+    assert (demo / "results" / "trades.csv").is_file()
+    assert (demo / "results" / "mes_bars.parquet").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    approved = demo / "research" / "approved_params.yaml"
+    if approved.exists():  # approved on simulated bars: never tradable
+        with pytest.raises(ScalperError, match="simulated data"):
+            read_provenance(approved, ["MES"])
     for variable in ("SCALPER_HOME", "DAGSTER_HOME"):  # the demo sets them; undone after
         monkeypatch.setenv(variable, str(tmp_path))
-    assert main(["demo", "--days", "10", "--home", str(tmp_path)]) == 0
+    assert main(["demo", "--days", "10", "--home", str(demo)]) == 0
     again = capsys.readouterr().out
     assert again.split("done in")[0] == proc.stdout.split("done in")[0], "not deterministic"

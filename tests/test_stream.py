@@ -3,7 +3,8 @@
 Every conformance case replays to exactly its trades; hostile input lands in `dead-letter` and
 changes no trade; the kill switch, pause/resume and parameter reloads act where they should;
 several workers and two processes trade two symbols, each as its backtest; `scalper stream
-replay --trades-out` runs a session end to end. Each run has its own run folder whose input
+replay --trades-out` runs a session end to end. Each run has its own run folder and its own topic
+namespace (history is a replay's, never a live worker's: `test_replay_isolation`), whose input
 starts at the current end of the topics, so runs never see each other's messages.
 
 Commands are placed exactly by running the dataflow in phases: each phase reads its topics to
@@ -14,9 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -29,23 +27,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scalper.kafka.broker import KafkaBroker, free_port
-from scalper.kafka.clients import publish, read_topic, send_control
+from scalper.kafka.clients import publish, read_topic
 from scalper.kafka.messages import Bar, Control, decode_dead_letter, encode, encode_bar
-from scalper.kafka.topics import CONTROL, DEAD_LETTER, RISK_EVENTS, bars_topic
 from scalper.ledger import Ledger
 from scalper.live.replay import wait_for_end
 from scalper.live.settings import LiveSettings
-from scalper.live.worker import (
-    end_offsets,
-    prepare_run,
-    running_workers,
-    start_worker,
-    stop_worker,
-)
+from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
 from tests.shared import (
     CASES,
     CONFORMANCE,
-    SCALPER,
     assert_one_line_error,
     bars_path,
     case_ids,
@@ -61,7 +51,9 @@ from tests.stream_support import (
     case_config,
     ledger_rows,
     publish_bars,
+    replay_settings,
     run_to_end,
+    send_command,
     start_run,
     write_config,
 )
@@ -93,7 +85,7 @@ def test_a_replay_through_kafka_trades_exactly_as_the_conformance_case(
 ) -> None:
     config = case_config(case, tmp_path, kafka_broker.bootstrap)
     live = start_run(config, tmp_path / "run")
-    publish_bars(live.bootstrap, bars_of(case_bars(case), "MES"), "MES", end=True)
+    publish_bars(live, bars_of(case_bars(case), "MES"), "MES", end=True)
     run_to_end(live)
     problem = first_difference(ledger_rows(live, "MES"), expected_rows(case))
     assert problem is None, problem
@@ -189,7 +181,8 @@ def test_hostile_input_lands_in_dead_letter_and_changes_no_trade(
     places = st.tuples(st.integers(1, len(bars) - 1), HOSTILE)
     hostile = sorted(data.draw(st.lists(places, min_size=1, max_size=30)), key=lambda h: h[0])
     live = start_run(config, folder / "run")
-    first = Ledger(live.ledger_path).start_offset(bars_topic("MES"), 0)
+    bars_topic, control = live.namespace.bars("MES"), live.namespace.control
+    first = Ledger(live.ledger_path).start_offset(bars_topic, 0)
     assert first is not None
     messages: list[tuple[bytes | None, bytes]] = []
     bad: dict[int, bytes] = {}
@@ -198,16 +191,16 @@ def test_hostile_input_lands_in_dead_letter_and_changes_no_trade(
             bad[first + len(messages)] = make(bars[i - 1])
             messages.append((b"MES", bad[first + len(messages)]))
         messages.append(encode_bar(bar))
-    publish(live.bootstrap, bars_topic("MES"), messages)
-    publish_bars(live.bootstrap, [], "MES", end=True)
+    publish(live.bootstrap, bars_topic, messages)
+    publish_bars(live, [], "MES", end=True)
     commands = data.draw(st.lists(JUNK_COMMANDS, max_size=5))
-    first_command = Ledger(live.ledger_path).start_offset(CONTROL, 0)
-    publish(live.bootstrap, CONTROL, [(b"*", raw) for raw in commands])
+    first_command = Ledger(live.ledger_path).start_offset(control, 0)
+    publish(live.bootstrap, control, [(b"*", raw) for raw in commands])
     run_to_end(live)
 
     assert ledger_rows(live, "MES") == backtest_rows(frame, config)
-    assert dead_letters(live, bars_topic("MES")) == bad
-    assert dead_letters(live, CONTROL) == {first_command + i: c for i, c in enumerate(commands)}
+    assert dead_letters(live, bars_topic) == bad
+    assert dead_letters(live, control) == {first_command + i: c for i, c in enumerate(commands)}
 
 
 JUNK_COMMANDS = st.one_of(
@@ -231,7 +224,9 @@ def dead_letters(live: LiveSettings, topic: str) -> dict[int, bytes | None]:
     start = ledger.start_offset(topic, 0)
     ledger.close()
     assert start is not None
-    letters = [decode_dead_letter(r.value) for r in read_topic(live.bootstrap, DEAD_LETTER)]
+    letters = [
+        decode_dead_letter(r.value) for r in read_topic(live.bootstrap, live.namespace.dead_letter)
+    ]
     ours = [
         letter
         for letter in letters
@@ -271,11 +266,11 @@ def test_the_kill_switch_flattens_at_once_and_no_entry_follows(phased: LiveSetti
     bars = bars_of(frame, "MES")
     trades = backtest_rows(frame, str(live.config_path))
     k, entry = long_trade(trades, bars, after=2)
-    publish_bars(live.bootstrap, bars[: entry + 2], "MES")  # the position is open now
+    publish_bars(live, bars[: entry + 2], "MES")  # the position is open now
     run_to_end(live, recover=True)
-    send_control(live.bootstrap, Control("kill", "MES", reason="test"))
+    send_command(live, Control("kill", "MES", reason="test"))
     run_to_end(live, recover=True)
-    publish_bars(live.bootstrap, bars[entry + 2 :], "MES", end=True)
+    publish_bars(live, bars[entry + 2 :], "MES", end=True)
     run_to_end(live, recover=True)
 
     got = ledger_rows(live, "MES")
@@ -303,15 +298,15 @@ def test_pause_stops_entries_not_exits_and_resume_restores_them(phased: LiveSett
     trades = backtest_rows(frame, str(live.config_path))
     k, entry = long_trade(trades, bars, after=3)
     pause_at, resume_at = entry + 1, entry + 600
-    publish_bars(live.bootstrap, bars[:pause_at], "MES")
+    publish_bars(live, bars[:pause_at], "MES")
     run_to_end(live, recover=True)
-    send_control(live.bootstrap, Control("pause", "MES"))
+    send_command(live, Control("pause", "MES"))
     run_to_end(live, recover=True)
-    publish_bars(live.bootstrap, bars[pause_at:resume_at], "MES")
+    publish_bars(live, bars[pause_at:resume_at], "MES")
     run_to_end(live, recover=True)
-    send_control(live.bootstrap, Control("resume", "*"))
+    send_command(live, Control("resume", "*"))
     run_to_end(live, recover=True)
-    publish_bars(live.bootstrap, bars[resume_at:], "MES", end=True)
+    publish_bars(live, bars[resume_at:], "MES", end=True)
     run_to_end(live, recover=True)
 
     assert ledger_rows(live, "MES")[: k + 1] == trades[: k + 1]  # the open trade exited
@@ -329,15 +324,19 @@ def test_approved_parameters_apply_from_the_next_session(
     live = phased
     home = tmp_path / "home"
     monkeypatch.setenv("SCALPER_HOME", str(home))
-    approved = {"risk": {"stop_loss_ticks": 8}, "strategy": {"lookback": 15}}
+    approved = {
+        "provenance": {"data_source": "file", "symbol": "MES"},  # market data, this symbol
+        "risk": {"stop_loss_ticks": 8},
+        "strategy": {"lookback": 15},
+    }
     (home / "research").mkdir(parents=True)
     (home / "research" / "approved_params.yaml").write_text(yaml.safe_dump(approved))
     bars = bars_of(case_bars(SIGNALS).head(3_000), "MES")
-    publish_bars(live.bootstrap, bars[:700], "MES")  # into the first whole session
+    publish_bars(live, bars[:700], "MES")  # into the first whole session
     run_to_end(live, recover=True)
-    send_control(live.bootstrap, Control("reload_params", "MES"))
+    send_command(live, Control("reload_params", "MES"))
     run_to_end(live, recover=True)
-    publish_bars(live.bootstrap, bars[700:], "MES", end=True)
+    publish_bars(live, bars[700:], "MES", end=True)
     run_to_end(live, recover=True)
 
     orders, risk = orders_and_risk(live)
@@ -363,7 +362,7 @@ def two_symbols(folder: Path, bootstrap: str) -> LiveSettings:
         kafka={"bootstrap": bootstrap},
         stream={"symbols": ["MES", "MNQ"], "source_bar_seconds": 60, "workers": 2},
     )
-    settings = LiveSettings.load(config, folder / "run")
+    settings = replay_settings(config, folder / "run")
     prepare_run(settings, processes=2)
     return settings
 
@@ -371,9 +370,9 @@ def two_symbols(folder: Path, bootstrap: str) -> LiveSettings:
 def trade_both(live: LiveSettings, start: Callable[[], list[Any]]) -> None:
     """Publish SIGNALS' bars as MES and as MNQ, run workers, compare with each backtest."""
     frame = case_bars(SIGNALS)
-    since = end_offsets(live.bootstrap, [RISK_EVENTS])
+    since = end_offsets(live.bootstrap, [live.namespace.risk_events])
     for symbol in live.symbols:
-        publish_bars(live.bootstrap, bars_of(frame, symbol), symbol, end=True, issued_at=7)
+        publish_bars(live, bars_of(frame, symbol), symbol, end=True, issued_at=7)
     workers = start()
 
     def alive() -> bool:
@@ -443,45 +442,3 @@ def test_stream_commands_report_mistakes_in_one_line(tmp_path: Path) -> None:
     assert bad_speed.returncode == 2 and "'0' is not 'max' or a positive number" in bad_speed.stderr
     missing = run("stream", "replay", "--data", str(tmp_path / "none.csv"), home=tmp_path)
     assert_one_line_error(missing, "no such file")
-    ibkr = write_config(tmp_path / "ibkr.yaml", {"broker": {"kind": "ibkr"}})
-    trades = str(tmp_path / "trades.csv")
-    at_ib = run("stream", "replay", "--config", ibkr, "--data", "x.csv", "--trades-out", trades,
-                home=tmp_path)  # fmt: skip
-    assert_one_line_error(at_ib, "a replay runs through the paper broker only")
-
-
-def test_stream_run_becomes_the_worker_and_a_replay_feeds_it(
-    kafka_broker: KafkaBroker, tmp_path: Path
-) -> None:
-    case = CONFORMANCE / "10_defaults"
-    config = case_config(case, tmp_path, kafka_broker.bootstrap)
-    home = tmp_path / "home"
-    env = {**os.environ, "SCALPER_HOME": str(home)}
-    with open(tmp_path / "run.log", "wb") as log:
-        worker = subprocess.Popen(
-            [SCALPER, "stream", "run", "--config", config], env=env, stdout=log, stderr=log
-        )
-        try:
-            serve_a_replay(worker, case, config, home, tmp_path)
-        finally:
-            worker.terminate()
-            worker.wait(30)
-
-
-def serve_a_replay(
-    worker: subprocess.Popen[bytes], case: Path, config: str, home: Path, tmp_path: Path
-) -> None:
-    deadline = time.monotonic() + 60
-    while not running_workers(home / "stream") and time.monotonic() < deadline:
-        assert worker.poll() is None, (tmp_path / "run.log").read_text()
-        time.sleep(0.2)
-    assert running_workers(home / "stream") == [worker.pid]  # the CLI became the worker
-    assert_one_line_error(run("stream", "run", "--config", config, home=home), "already runs")
-    out = tmp_path / "trades.csv"
-    args = ["--config", config, "--data", str(bars_path(case)), "--trades-out", str(out)]
-    proc = run("stream", "replay", *args, home=home)
-    assert proc.returncode == 0, proc.stderr
-    assert str(home / "stream") in proc.stdout  # traded by the running worker
-    with open(out, newline="") as handle:
-        problem = first_difference(list(csv.DictReader(handle)), expected_rows(case))
-    assert problem is None, problem

@@ -36,7 +36,7 @@ from scalper.files import atomic_write
 from scalper.ibkr.connection import CONNECT_TIMEOUT, connect_async, hide_account_in_logs
 from scalper.ibkr.connectivity import NOTICES, Connectivity
 from scalper.instruments import INSTRUMENTS, front_contract, spec
-from scalper.paths import subdir
+from scalper.paths import subdir, subdir_path
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def read_status(role: str, path: Path | None = None) -> dict[str, Any] | None:
     """The last state written by the `role` connection (None when it never ran here), from
     `path` or the default place of that role's file."""
     try:
-        return json.loads((path or subdir("state") / f"ibkr-{role}.json").read_text())
+        return json.loads((path or subdir_path("state") / f"ibkr-{role}.json").read_text())
     except (OSError, ValueError):
         return None
 

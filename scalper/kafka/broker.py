@@ -91,7 +91,7 @@ def free_port(host: str = HOST) -> int:
 def default_libs() -> Path:
     """Where the jars are cached: `$SCALPER_KAFKA_LIBS`, else `kafka/libs` in the data directory."""
     shared = os.environ.get(LIBS_ENV)
-    return Path(shared).expanduser().resolve() if shared else paths.subdir("kafka") / "libs"
+    return Path(shared).expanduser().resolve() if shared else paths.subdir_path("kafka") / "libs"
 
 
 def fetch_jars(libs: Path | None = None, progress: Progress = _silent) -> Path:
@@ -213,7 +213,7 @@ class KafkaBroker:
         """`exit_with_parent` ties the JVM to the starting process (for test fixtures: a test
         run killed mid-way leaves no broker behind); `scalper kafka up` leaves it off, since
         the broker must outlive the command."""
-        self.root = (root if root is not None else paths.subdir("kafka")).resolve()
+        self.root = (root if root is not None else paths.subdir_path("kafka")).resolve()
         self.host = host
         self.port = port
         self.libs = libs if libs is not None else default_libs()

@@ -5,6 +5,12 @@ holds everything a worker must find again after a crash: the ledger and Bytewax'
 partitions (and, trading at IB, the links' state files). Two runs never share a folder, so a
 replay can never see a live worker's orders.
 
+A replay's worker also runs in the replay's own topic namespace (`scalper.kafka.topics`): it
+reads and writes no topic a live worker reads, it trades through the paper broker whatever
+`broker.kind` says (its settings carry a paper broker, so no code path can reach IB), and it
+takes bars by their event time with no age limit. A live worker refuses bars older than
+`stream.max_bar_age_seconds` (`scalper.live.trader`).
+
 `broker.kind` picks where orders go: the built-in paper broker, or Interactive Brokers
 (`ibkr`: `scalper.live.brokers`). Whether the IB settings are safe for the trading mode is
 `scalper.config`'s check, done when the configuration is loaded.
@@ -18,16 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from scalper import paths
-from scalper.config import Config, load_config
+from scalper.config import Config, load_config, paper_trading_warnings
 from scalper.engine import engine_params
 from scalper.errors import ConfigError
 from scalper.instruments import INSTRUMENTS
-from scalper.kafka.topics import CONTROL, bars_topic
+from scalper.kafka.topics import LIVE, Namespace
 
 
-def default_run_dir() -> Path:
-    """The run folder of `scalper stream run`: `stream/` in the data directory."""
-    return paths.subdir("stream")
+def default_run_dir(*, create: bool = False) -> Path:
+    """The run folder of `scalper stream run`: `stream/` in the data directory, created only
+    for the worker itself (`create`); the operations read it and must not invent one."""
+    return paths.subdir("stream") if create else paths.subdir_path("stream")
 
 
 def symbol_params(cfg: Config, symbol: str) -> dict[str, Any]:
@@ -59,14 +66,30 @@ class LiveSettings:
     run_dir: Path
     source_seconds: int
     params: Mapping[str, Mapping[str, Any]]
+    namespace: Namespace = LIVE
+
+    def __post_init__(self) -> None:
+        if not self.namespace.is_live and self.cfg.broker.kind != "paper":
+            raise ValueError("a replay's worker trades through the paper broker only")
 
     @classmethod
     def load(
-        cls, config_path: str | None, run_dir: Path, *, source_seconds: int | None = None
+        cls,
+        config_path: str | None,
+        run_dir: Path,
+        *,
+        source_seconds: int | None = None,
+        replay: str | None = None,
     ) -> LiveSettings:
         """Settings from a configuration file; `source_seconds` overrides the configured size
-        of the incoming bars (a replayed file brings its own)."""
+        of the incoming bars (a replayed file brings its own); `replay` (a run id) puts the
+        worker in that replay's namespace, with the paper broker."""
         cfg = load_config(config_path)  # also the live-mode checks (port, account, ...)
+        namespace = LIVE if replay is None else Namespace.of_replay(replay)
+        if not namespace.is_live:  # history never trades at a real broker
+            cfg = replace(cfg, broker=replace(cfg.broker, kind="paper", mode="paper"))
+        else:  # live mode refused these already; paper trading is warned
+            cfg = replace(cfg, warnings=cfg.warnings + paper_trading_warnings(cfg))
         source = source_seconds or cfg.stream.source_bar_seconds
         if cfg.strategy.bar_seconds % source:
             raise ConfigError(
@@ -82,7 +105,7 @@ class LiveSettings:
                     f"instruments table ({', '.join(INSTRUMENTS)}), so it cannot trade at IB"
                 )
         params = {symbol: symbol_params(cfg, symbol) for symbol in symbols}
-        return cls(config_path, cfg, run_dir, source, params)
+        return cls(config_path, cfg, run_dir, source, params, namespace)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -91,7 +114,12 @@ class LiveSettings:
     @property
     def topics(self) -> list[str]:
         """The worker's input: one bars topic per symbol and the control topic."""
-        return [*(bars_topic(s) for s in self.symbols), CONTROL]
+        return [*(self.namespace.bars(s) for s in self.symbols), self.namespace.control]
+
+    @property
+    def max_bar_age_seconds(self) -> int:
+        """How old a bar may be when it reaches Kafka; 0 (a replay: event time) for no limit."""
+        return self.cfg.stream.max_bar_age_seconds if self.namespace.is_live else 0
 
     @property
     def bootstrap(self) -> str:

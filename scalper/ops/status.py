@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from scalper.errors import ScalperError
 from scalper.ops.context import Operations
 from scalper.ops.summary import build_summary
 from scalper.ops.supervisor import worker_health
+from scalper.paths import describe
 
 LAST_BAR_TIMEOUT_MS = 3_000
 _PAUSE_EVENTS = ("pause", "resume", "mismatch_halt")
@@ -33,7 +35,18 @@ class SymbolStatus:
 
 
 def gather(ops: Operations) -> dict[str, Any]:
-    """The status as plain data (what `--json` prints)."""
+    """The status as plain data (what `--json` prints).
+
+    Without a ledger there is nothing to report, and saying "position +0" would be a lie: the
+    worker may trade from another data directory. That is an error naming where it looked;
+    status never creates the ledger (or any folder) it reads.
+    """
+    ledger = ops.settings.ledger_path
+    if not ledger.is_file():
+        raise ScalperError(
+            f"no ledger at {ledger}: no stream worker has run with the data directory "
+            f"{describe()}; set SCALPER_HOME (or paths.home) to the worker's"
+        )
     summary = build_summary(ops, ops.session_date())
     with ops.ledger() as ledger:
         halts = {s: ledger.halt_reason(s) for s in ops.symbols}
@@ -125,7 +138,7 @@ def _last_bar(ops: Operations, symbol: str) -> str | None:
     from kafka.errors import KafkaError
 
     from scalper.kafka.messages import Bar, decode_bar
-    from scalper.kafka.topics import bars_topic
+    from scalper.kafka.topics import LIVE
 
     try:
         consumer = KafkaConsumer(
@@ -136,7 +149,7 @@ def _last_bar(ops: Operations, symbol: str) -> str | None:
     except KafkaError:
         return None
     try:
-        topic = bars_topic(symbol)
+        topic = LIVE.bars(symbol)
         if not consumer.partitions_for_topic(topic):
             return None
         partition = TopicPartition(topic, 0)
