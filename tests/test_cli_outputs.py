@@ -1,0 +1,91 @@
+"""Ordinary mistakes with output paths, and a reader that stops early, as a user meets them:
+one line and a non-zero exit, checked before any work starts (issue 10, item 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.shared import CONFORMANCE, SCALPER, assert_one_line_error, run
+
+CASE = CONFORMANCE / "01_signals_only"
+BACKTEST = ("backtest", "--config", str(CASE / "config.yaml"))
+BARS = str(CONFORMANCE / "bars_week.csv")
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [("missing/trades.csv", "missing does not exist"), (".", "is a folder; name a file")],
+)
+def test_trades_out_into_a_missing_folder_or_onto_a_folder(
+    target: str, needle: str, tmp_path: Path
+) -> None:
+    """Checked first: the bars file does not even exist, and the error is about the output."""
+    out = str(tmp_path / target)
+    proc = run(*BACKTEST, "--data", str(tmp_path / "no-bars.csv"), "--trades-out", out)
+    assert_one_line_error(proc, f"--trades-out {out}", needle)
+
+
+def test_trades_out_replaces_an_existing_file(tmp_path: Path) -> None:
+    out = tmp_path / "trades.csv"
+    out.write_text("old\n")
+    proc = run(*BACKTEST, "--data", BARS, "--trades-out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().startswith("entry_ts,exit_ts,side")
+
+
+def test_replay_trades_out_is_checked_before_anything_is_published(tmp_path: Path) -> None:
+    out = str(tmp_path / "missing" / "t.csv")
+    proc = run("stream", "replay", "--data", BARS, "--trades-out", out, home=tmp_path)
+    assert_one_line_error(proc, f"--trades-out {out}", "does not exist")
+
+
+@pytest.mark.parametrize("kind", ["file", "full folder", "missing parent"])
+def test_research_out_refuses_a_file_a_used_folder_and_a_missing_parent(
+    kind: str, tmp_path: Path
+) -> None:
+    target = {
+        "file": tmp_path / "report.html",
+        "full folder": tmp_path / "run",
+        "missing parent": tmp_path / "no" / "run",
+    }[kind]
+    if kind == "file":
+        target.write_text("a file of the user's")
+    if kind == "full folder":
+        target.mkdir()
+        (target / "sweep.parquet").write_text("an earlier run's")
+    proc = run("optimize", "--data", str(tmp_path / "no-bars.csv"), "--out", str(target))
+    why = {"file": "is a file, not a folder", "full folder": "is not empty"}
+    assert_one_line_error(proc, f"--out {target}", why.get(kind, "does not exist"))
+    if kind == "file":
+        assert target.read_text() == "a file of the user's"
+
+
+def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`scalper backtest ... | head`: the reader is gone before the first write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [SCALPER, *BACKTEST, "--data", BARS], stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141  # as a shell reports a program ended by SIGPIPE
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert "scalper: error" not in proc.stderr
+
+
+def test_a_shell_pipe_into_head_exits_quietly() -> None:
+    command = f"{SCALPER} {' '.join(BACKTEST)} --data {BARS} | head -n 0"
+    proc = subprocess.run(
+        ["bash", "-c", f"{command}; echo status ${{PIPESTATUS[0]}} >&2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1] in ("status 0", "status 141")
