@@ -27,7 +27,9 @@ For every order intent after the warm-up two latencies are reported:
 - *on `orders`*: from the produce to this process receiving the intent event from the `orders`
   topic, i.e. including the worker's Kafka producer and a consumer hop.
 
-Every process (broker JVM, worker, this producer/consumer) shares the machine's cores.
+Every process (broker JVM, worker, this producer/consumer) shares the machine's cores. The bars
+are simulated history, which a live worker refuses (`stream.max_bar_age_seconds`): the workers
+run as replays, each in its own topic namespace; the dataflow is the live one.
 
 Baseline: the same paced production into a topic of its own, read by a plain consumer in this
 process (no worker). It is what Kafka alone costs on this machine, measured in the same run: the
@@ -56,7 +58,7 @@ from scalper.kafka import messages
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.clients import admin_client
 from scalper.kafka.messages import Bar, Control, decode, decode_bar, encode_bar, encode_control
-from scalper.kafka.topics import ORDERS, RISK_EVENTS, TopicSpec, bars_topic
+from scalper.kafka.topics import TopicSpec
 from scalper.live.replay import wait_for_end
 from scalper.live.settings import LiveSettings
 from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
@@ -83,7 +85,7 @@ BUSY: dict[str, Any] = {
 def run_folder(folder: Path, name: str, bootstrap: str, config: dict[str, Any]) -> LiveSettings:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**config, "kafka": {"bootstrap": bootstrap}}))
-    settings = LiveSettings.load(str(path), folder / name)
+    settings = LiveSettings.load(str(path), folder / name, replay=name)
     prepare_run(settings)
     return settings
 
@@ -138,19 +140,24 @@ def decoding(values: list[bytes]) -> None:
 def throughput(folder: Path, bootstrap: str, days: int) -> None:
     bars = simulate_bars(date(2023, 1, 2), days, seed=11)
     live = run_folder(folder, "throughput", bootstrap, DEFAULTS)
-    since = end_offsets(bootstrap, [RISK_EVENTS, ORDERS])
+    topic, orders, risk_events = (
+        live.namespace.bars("MES"),
+        live.namespace.orders,
+        live.namespace.risk_events,
+    )
+    since = end_offsets(bootstrap, [risk_events, orders])
     out = producer(bootstrap)
     started = time.perf_counter()
     values = []
     for row in bars.select("ts", "open", "high", "low", "close", "volume").iter_rows():
         key, value = encode_bar(Bar(*row, "MES"))
-        produce(out, bars_topic("MES"), key, value)
+        produce(out, topic, key, value)
         values.append(value)
     end = Control("end_of_data", "MES")
-    produce(out, bars_topic("MES"), *encode_control(end))
+    produce(out, topic, *encode_control(end))
     out.flush()
     loading = time.perf_counter() - started
-    print(f"loaded {bars.height:,} bars into {bars_topic('MES')} in {loading:.1f} s")
+    print(f"loaded {bars.height:,} bars into {topic} in {loading:.1f} s")
     decoding(values[:100_000])
     with open(folder / "throughput.log", "wb") as log:
         worker = start_worker(live, log=log)
@@ -159,15 +166,15 @@ def throughput(folder: Path, bootstrap: str, days: int) -> None:
                 bootstrap,
                 "MES",
                 end.issued_at,
-                {(RISK_EVENTS, 0): since[(RISK_EVENTS, 0)]},
+                {(risk_events, 0): since[(risk_events, 0)]},
                 900,
                 lambda: worker.poll() is None,
             )
         finally:
             stop_worker(worker)
-    intents = [e for e in read_events(bootstrap, ORDERS, since) if e.get("event") == "intent"]
+    intents = [e for e in read_events(bootstrap, orders, since) if e.get("event") == "intent"]
     done = next(
-        e for e in read_events(bootstrap, RISK_EVENTS, since) if e.get("event") == "end_of_data"
+        e for e in read_events(bootstrap, risk_events, since) if e.get("event") == "end_of_data"
     )
     first = min(intents, key=lambda e: e["at"])
     processed = int((bars["ts"] > first["bar_ts"]).sum())
@@ -178,9 +185,7 @@ def throughput(folder: Path, bootstrap: str, days: int) -> None:
     )
 
 
-def produce_paced(
-    bootstrap: str, rows: list[tuple], rate: int, stamps: Any, topic: str = bars_topic("MES")
-) -> None:
+def produce_paced(bootstrap: str, rows: list[tuple], rate: int, stamps: Any, topic: str) -> None:
     """In a process of its own, so that no other thread of the benchmark delays a bar between
     its time stamp and its hand-over to the producer: `stamps[i]` is bar i's produce time."""
     out = producer(bootstrap)
@@ -254,7 +259,7 @@ def latency(
     live = run_folder(folder, "latency", bootstrap, BUSY)
     rows = paced_rows(seconds, warm_up, rate)
     measured_from = rows[int(warm_up * rate)][0]
-    since = end_offsets(bootstrap, [ORDERS])
+    since = end_offsets(bootstrap, [live.namespace.orders])
     received: list[tuple[int, Any]] = []
     stop = threading.Event()
 
@@ -274,7 +279,10 @@ def latency(
     with open(folder / "latency.log", "wb") as log:
         worker = start_worker(live, log=log)
         time.sleep(5)  # the worker is up and its consumer waits at the end of the topic
-        paced = multiprocessing.Process(target=produce_paced, args=(bootstrap, rows, rate, stamps))
+        paced = multiprocessing.Process(
+            target=produce_paced,
+            args=(bootstrap, rows, rate, stamps, live.namespace.bars("MES")),
+        )
         paced.start()
         paced.join()
         time.sleep(3)

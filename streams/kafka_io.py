@@ -6,8 +6,14 @@ beginning would trade on last week's bars and obey old kill commands; the end mo
 killed before its first snapshot would skip what arrived meanwhile. `scalper stream run` pins the
 ends once (`scalper.live.worker.pin_start_offsets`); a partition reads from its pin until
 Bytewax has a snapshot of its position. Messages enter the dataflow as plain tuples
-`(topic, partition, offset, key, value)`: at 50 k bars/s per worker, a richer object per message
-is a measurable share of the budget.
+`(topic, partition, offset, key, value, published_ns)`: at 50 k bars/s per worker, a richer
+object per message is a measurable share of the budget. `published_ns` is the message's Kafka
+timestamp (the bars topics' is the broker's append time): fixed in the log, so a worker that
+resumes after a crash judges the age of a re-read bar exactly as it did the first time.
+
+All topics are those of the run's namespace (`scalper.kafka.topics`): the events the trader
+addresses to `orders`, `fills`, ... go to the namespace's own, so a replay's worker writes
+nothing where the live system reads.
 
 The client settings favour latency: a fetch returns as soon as one message is there
 (`fetch.wait.max.ms` only bounds the wait when none is) and the producer does not linger, as an
@@ -26,19 +32,23 @@ from __future__ import annotations
 import confluent_kafka
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from scalper.kafka.topics import Namespace
 from scalper.ledger import Ledger
 from scalper.live.events import Event
 from scalper.live.settings import LiveSettings
 
-Message = tuple[str, int, int, bytes | None, bytes | None]
-"""A Kafka message as the dataflow sees it: (topic, partition, offset, key, value)."""
+Message = tuple[str, int, int, bytes | None, bytes | None, int | None]
+"""A Kafka message as the dataflow sees it: (topic, partition, offset, key, value,
+published_ns), the last None when Kafka has no timestamp for it."""
 
 BATCH_SIZE = 1_000
+NS_PER_MS = 1_000_000
 CONSUMER_CONFIG = {
-    "group.id": "scalper-live",  # required by librdkafka; nothing is committed: offsets are state
+    # `group.id` is the namespace's (required by librdkafka; nothing is committed: offsets are
+    # state)
     "enable.auto.commit": "false",
     "fetch.wait.max.ms": "10",
     "fetch.error.backoff.ms": "10",
@@ -74,6 +84,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
                     raise RuntimeError(f"consuming {message.topic()} failed: {error}")
                 self._ended = True  # only without tailing: the end of the topic ends the input
                 break
+            kind, stamp = message.timestamp()
             batch.append(
                 (
                     message.topic(),
@@ -81,6 +92,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
                     message.offset(),
                     message.key(),
                     message.value(),
+                    None if kind == TIMESTAMP_NOT_AVAILABLE else stamp * NS_PER_MS,
                 )
             )
         if batch:
@@ -119,6 +131,7 @@ class PinnedKafkaSource(FixedPartitionedSource[Message, int]):
         offset = resume_state if resume_state is not None else self._pinned(topic, int(index))
         config = {
             **CONSUMER_CONFIG,
+            "group.id": self._settings.namespace.consumer_group,
             "bootstrap.servers": self._settings.bootstrap,
             "enable.partition.eof": str(not self._tail).lower(),
         }
@@ -139,14 +152,17 @@ class PinnedKafkaSource(FixedPartitionedSource[Message, int]):
 
 
 class _Publisher(StatefulSinkPartition[Event, None]):
-    """Publishes events as they come; waits for their delivery once per epoch."""
+    """Publishes events as they come, to their topics in `namespace`; waits for their delivery
+    once per epoch."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, namespace: Namespace) -> None:
         self._producer = Producer({**PRODUCER_CONFIG, "bootstrap.servers": bootstrap})
+        self._namespace = namespace
         self._failures: list[str] = []
 
     def write_batch(self, values: list[Event]) -> None:
-        for topic, key, value in values:
+        for base, key, value in values:
+            topic = self._namespace.named(base)
             while True:
                 try:
                     self._producer.produce(topic, value, key, on_delivery=self._delivered)
@@ -176,9 +192,10 @@ class KafkaEventSink(FixedPartitionedSink[Event, None]):
 
     def __init__(self, settings: LiveSettings) -> None:
         self._bootstrap = settings.bootstrap
+        self._namespace = settings.namespace
 
     def list_parts(self) -> list[str]:
         return ["events"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Publisher:
-        return _Publisher(self._bootstrap)
+        return _Publisher(self._bootstrap, self._namespace)

@@ -16,7 +16,8 @@ each carries its deterministic id, and consumers keep the first of equal ids.
 
 Run it with `scalper stream run` (or `scalper stream replay`), which prepares the run folder and
 starts `python -m bytewax.run "streams.live:build(config, run_dir, source_seconds=N)"` with
-recovery flags; `tail=False` stops at the end of the topics (tests).
+recovery flags; `tail=False` stops at the end of the topics (tests). A replay adds
+`replay=<run id>`: the same dataflow in the replay's own topic namespace, with the paper broker.
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ from streams.kafka_io import KafkaEventSink, PinnedKafkaSource
 
 
 def build(
-    config: str | None, run_dir: str, source_seconds: int | None = None, tail: bool = True
+    config: str | None,
+    run_dir: str,
+    source_seconds: int | None = None,
+    tail: bool = True,
+    replay: str | None = None,
 ) -> Dataflow:
     """The dataflow for a configuration file and a run folder (see the module docstring)."""
-    settings = LiveSettings.load(config, Path(run_dir), source_seconds=source_seconds)
-    decode = Decoder(settings.symbols)
+    settings = LiveSettings.load(
+        config, Path(run_dir), source_seconds=source_seconds, replay=replay
+    )
+    decode = Decoder(settings.symbols, settings.namespace)
     flow = Dataflow("scalper_live")
     messages = op.input("kafka_in", flow, PinnedKafkaSource(settings, tail=tail))
     decoded = op.flat_map("decode", messages, lambda message: decode(*message))

@@ -1,10 +1,15 @@
 """Helpers of the stream tests: configurations per conformance case, bars as trader input and
-as Kafka messages, dataflow runs in this process, and the trades a run left in its ledger."""
+as Kafka messages, dataflow runs in this process, and the trades a run left in its ledger.
+
+The conformance cases are history, which a live worker refuses (`stream.max_bar_age_seconds`):
+the runs here are replays, each in a topic namespace of its own (`start_run`), so they never see
+each other's messages nor a live worker's; the dataflow is the live one."""
 
 from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import timedelta
@@ -21,7 +26,7 @@ from scalper.bars import read_bars
 from scalper.config import load_config
 from scalper.kafka.clients import publish
 from scalper.kafka.messages import Bar, Control, encode_bar, encode_control
-from scalper.kafka.topics import bars_topic, ensure_topics
+from scalper.kafka.topics import LIVE, ensure_topics
 from scalper.ledger import Ledger
 from scalper.live.inbound import Inbound
 from scalper.live.replay import source_seconds
@@ -63,15 +68,23 @@ def bars_of(frame: pl.DataFrame, symbol: str) -> list[Bar]:
     return [Bar(*row, symbol) for row in frame.select(*Bar._fields[:6]).iter_rows()]
 
 
-def inbound(bars: Iterable[Bar], first_offset: int = 0) -> Iterator[Inbound]:
-    """Bars as the decoder hands them to a trader."""
+PUBLISHED_AFTER_CLOSE = 1_000_000_000
+"""How long after its close a live bar reaches Kafka, in these tests (IB: about a second)."""
+
+
+def inbound(
+    bars: Iterable[Bar], first_offset: int = 0, source_seconds: int = 60
+) -> Iterator[Inbound]:
+    """Bars as the decoder hands them to a live trader, each published as it closed."""
+    lag = source_seconds * 1_000_000_000 + PUBLISHED_AFTER_CLOSE
     for offset, bar in enumerate(bars, first_offset):
-        yield Inbound(bar.symbol, bar, encode_bar(bar)[1], bars_topic(bar.symbol), 0, offset)
+        topic = LIVE.bars(bar.symbol)
+        yield Inbound(bar.symbol, bar, encode_bar(bar)[1], topic, 0, offset, bar.ts + lag)
 
 
 def end_marker(symbol: str, offset: int) -> Inbound:
     control = Control("end_of_data", symbol, issued_at=offset)
-    return Inbound(symbol, control, encode_control(control)[1], bars_topic(symbol), 0, offset)
+    return Inbound(symbol, control, encode_control(control)[1], LIVE.bars(symbol), 0, offset)
 
 
 def rows(trades: list[dict[str, Any]]) -> Rows:
@@ -103,23 +116,33 @@ def ledger_rows(settings: LiveSettings, symbol: str) -> Rows:
         ledger.close()
 
 
+def replay_settings(config: str, run_dir: Path) -> LiveSettings:
+    """The settings of a replay run in `run_dir`, in a topic namespace of its own."""
+    return LiveSettings.load(config, run_dir, replay=f"test-{uuid.uuid4().hex[:12]}")
+
+
 def start_run(config: str, run_dir: Path) -> LiveSettings:
-    """A fresh run folder whose input starts at the current end of its topics."""
+    """A fresh replay run folder whose input starts at the current end of its topics."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings = LiveSettings.load(config, run_dir)
-    ensure_topics(settings.bootstrap, settings.symbols)
+    settings = replay_settings(config, run_dir)
+    ensure_topics(settings.bootstrap, settings.symbols, settings.namespace)
     pin_start_offsets(settings)
     return settings
 
 
 def publish_bars(
-    bootstrap: str, bars: Iterable[Bar], symbol: str, *, end: bool = False, issued_at: int = 1
+    live: LiveSettings, bars: Iterable[Bar], symbol: str, *, end: bool = False, issued_at: int = 1
 ) -> None:
-    """Publish bars to `bars.<symbol>` (then, with `end`, the end-of-data marker)."""
+    """Publish bars to the run's `bars.<symbol>` (then, with `end`, the end-of-data marker)."""
     messages = [encode_bar(bar) for bar in bars]
     if end:
         messages.append(encode_control(Control("end_of_data", symbol, issued_at=issued_at)))
-    publish(bootstrap, bars_topic(symbol), messages)
+    publish(live.bootstrap, live.namespace.bars(symbol), messages)
+
+
+def send_command(live: LiveSettings, control: Control) -> None:
+    """An operator command on the run's `control` topic."""
+    publish(live.bootstrap, live.namespace.control, [encode_control(control)])
 
 
 def run_to_end(settings: LiveSettings, *, recover: bool = False) -> None:
@@ -128,7 +151,12 @@ def run_to_end(settings: LiveSettings, *, recover: bool = False) -> None:
     With `recover`, Bytewax recovery is on (initialised on first use), so successive runs
     continue from each other's snapshots, as restarts of a worker do.
     """
-    flow = build(settings.config_path, str(settings.run_dir), tail=False)
+    flow = build(
+        settings.config_path,
+        str(settings.run_dir),
+        tail=False,
+        replay=settings.namespace.replay,
+    )
     if not recover:
         run_main(flow)
         return

@@ -37,7 +37,15 @@ from scalper.kafka.messages import (
     encode_bar,
     encode_dead_letter,
 )
-from scalper.kafka.topics import CONTROL, DEAD_LETTER, bars_topic, ensure_topics, topic_specs
+from scalper.kafka.topics import (
+    CONTROL,
+    DEAD_LETTER,
+    LIVE,
+    Namespace,
+    delete_replay_topics,
+    ensure_topics,
+    topic_specs,
+)
 from tests.shared import assert_one_line_error, run
 
 MINUTE_NS = 60 * 1_000_000_000
@@ -89,7 +97,22 @@ def test_bars_topics_hold_one_ordered_partition_and_control_one_total_order() ->
 @pytest.mark.parametrize("symbol", ["", "M ES", "bars.MES", "MES/1", "X" * 33])
 def test_a_symbol_that_cannot_name_a_topic_is_refused(symbol: str) -> None:
     with pytest.raises(ScalperError, match="cannot name a Kafka topic"):
-        bars_topic(symbol)
+        LIVE.bars(symbol)
+
+
+def test_a_replay_namespace_shares_no_topic_and_no_consumer_group_with_the_live_one() -> None:
+    replay = Namespace.of_replay("MES-20240610T000000")
+    live_names = {spec.name for spec in topic_specs(["MES", "ES"])}
+    names = {spec.name for spec in topic_specs(["MES", "ES"], replay)}
+    assert len(names) == len(live_names) and not names & live_names
+    assert all(name.startswith("replay.MES-20240610T000000.") for name in names)
+    assert replay.bars("MES") == "replay.MES-20240610T000000.bars.MES"
+    assert replay.consumer_group != LIVE.consumer_group and not replay.is_live
+    for bad in ["", "a.b", "x" * 65, "../live"]:
+        with pytest.raises(ScalperError, match="cannot name Kafka topics"):
+            Namespace.of_replay(bad)
+    with pytest.raises(ValueError, match="never deleted"):
+        delete_replay_topics("127.0.0.1:9", LIVE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,8 +122,8 @@ def test_a_symbol_that_cannot_name_a_topic_is_refused(symbol: str) -> None:
 def test_bars_round_trip_through_the_broker_keyed_by_symbol(kafka_broker: KafkaBroker) -> None:
     ensure_topics(kafka_broker.bootstrap, ["RTRIP"])
     bars = [make_bar(i, "RTRIP") for i in range(500)]
-    assert publish(kafka_broker.bootstrap, bars_topic("RTRIP"), map(encode_bar, bars)) == 500
-    records = read_topic(kafka_broker.bootstrap, bars_topic("RTRIP"), at_least=500)
+    assert publish(kafka_broker.bootstrap, LIVE.bars("RTRIP"), map(encode_bar, bars)) == 500
+    records = read_topic(kafka_broker.bootstrap, LIVE.bars("RTRIP"), at_least=500)
     assert [decode_bar(r.value) for r in records] == bars
     assert {r.key for r in records} == {b"RTRIP"}
 

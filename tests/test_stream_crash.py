@@ -20,13 +20,19 @@ from scalper.brokers.paper import PaperBroker
 from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import read_topic
 from scalper.kafka.messages import decode
-from scalper.kafka.topics import ORDERS, RISK_EVENTS
 from scalper.ledger import Ledger
 from scalper.live.replay import wait_for_end
 from scalper.live.settings import LiveSettings
 from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
 from tests.shared import CONFORMANCE, expected_rows, first_difference
-from tests.stream_support import bars_of, case_bars, case_config, ledger_rows, publish_bars
+from tests.stream_support import (
+    bars_of,
+    case_bars,
+    case_config,
+    ledger_rows,
+    publish_bars,
+    replay_settings,
+)
 
 CASE = CONFORMANCE / "02_stops_targets"
 KILLS = 12
@@ -35,23 +41,24 @@ PUBLISH_SECONDS = 16.0  # the bars trickle in for about as long as the kills tak
 CHUNKS = 160
 
 
-def publish_slowly(bootstrap: str, case: Path) -> None:
+def publish_slowly(live: LiveSettings, case: Path) -> None:
     bars = bars_of(case_bars(case), "MES")
     size = len(bars) // CHUNKS + 1
     for start in range(0, len(bars), size):
-        publish_bars(bootstrap, bars[start : start + size], "MES")
+        publish_bars(live, bars[start : start + size], "MES")
         time.sleep(PUBLISH_SECONDS / CHUNKS)
-    publish_bars(bootstrap, [], "MES", end=True, issued_at=SEED)
+    publish_bars(live, [], "MES", end=True, issued_at=SEED)
 
 
 def test_a_worker_killed_at_random_points_loses_and_repeats_no_order(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
     config = case_config(CASE, tmp_path, kafka_broker.bootstrap)
-    live = LiveSettings.load(config, tmp_path / "run")
+    live = replay_settings(config, tmp_path / "run")
+    orders_topic, risk_events = live.namespace.orders, live.namespace.risk_events
     prepare_run(live)
-    since = end_offsets(live.bootstrap, [RISK_EVENTS, ORDERS])
-    publisher = threading.Thread(target=publish_slowly, args=(live.bootstrap, CASE))
+    since = end_offsets(live.bootstrap, [risk_events, orders_topic])
+    publisher = threading.Thread(target=publish_slowly, args=(live, CASE))
     rng = random.Random(SEED)
     with open(tmp_path / "worker.log", "wb") as log:
         publisher.start()
@@ -63,7 +70,7 @@ def test_a_worker_killed_at_random_points_loses_and_repeats_no_order(
             worker = start_worker(live, log=log)
         publisher.join()
         try:
-            end_from = {(RISK_EVENTS, 0): since[(RISK_EVENTS, 0)]}
+            end_from = {(risk_events, 0): since[(risk_events, 0)]}
             wait_for_end(live.bootstrap, "MES", SEED, end_from, 120, lambda: worker.poll() is None)
         finally:
             stop_worker(worker)
@@ -79,8 +86,8 @@ def test_a_worker_killed_at_random_points_loses_and_repeats_no_order(
     assert set(received) == sent and set(received.values()) == {1}
     replayed = [
         event
-        for record in read_topic(live.bootstrap, ORDERS)
-        if record.offset >= since[(ORDERS, record.partition)]
+        for record in read_topic(live.bootstrap, orders_topic)
+        if record.offset >= since[(orders_topic, record.partition)]
         and isinstance(event := decode(record.value), dict)
         and event.get("replayed")
     ]

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from scalper.instruments import INSTRUMENTS
 from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import publish
 from scalper.kafka.messages import Bar
-from scalper.kafka.topics import bars_topic
+from scalper.kafka.topics import LIVE
 from scalper.ledger import Ledger
 from scalper.live.aggregator import BarAggregator
 from scalper.live.settings import LiveSettings
@@ -59,6 +60,10 @@ ACCOUNT = "DU7654321"
 CLIENT_ID = 11
 SESSION_MINUTES = 15
 ORDER_WAIT = 45.0  # a restarted worker resumes, reconnects to IB and catches up within this
+# The fake gateway's market trades in June 2024, on its own clock, while Kafka stamps the bars with
+# today's: the live worker's bar age limit must admit that (its guard against history is proven
+# in test_replay_isolation, with the default limit).
+FAKE_MARKET_AGE = int((datetime.now(UTC) - START).total_seconds()) + 86_400
 SETTINGS = {
     "strategy": {"bar_seconds": BAR_SECONDS, "lookback": 8, "entry_z": 1.2, "exit_z": 0.3},
     "costs": {"slippage_ticks": 0},  # IB's fills carry no simulated slippage
@@ -83,7 +88,8 @@ def gateway_options() -> dict[str, Any]:
 def ib_config(folder: Path, bootstrap: str, gateway: FakeGateway) -> str:
     broker = {"kind": "ibkr", "port": gateway.port, "client_id": CLIENT_ID,
               "account": "${IB_ACCOUNT}"}  # fmt: skip
-    stream = {"source_bar_seconds": SOURCE_SECONDS, "snapshot_seconds": 1}
+    stream = {"source_bar_seconds": SOURCE_SECONDS, "snapshot_seconds": 1,
+              "max_bar_age_seconds": FAKE_MARKET_AGE}  # fmt: skip
     return write_config(
         folder / "ib.yaml", SETTINGS, kafka={"bootstrap": bootstrap}, broker=broker, stream=stream
     )
@@ -206,7 +212,7 @@ def session(
     )  # fmt: skip
     bridge.start(attempts=1)
     publisher = threading.Thread(
-        target=publish, args=(live.bootstrap, bars_topic(SYMBOL), bridge.messages()), daemon=True
+        target=publish, args=(live.bootstrap, LIVE.bars(SYMBOL), bridge.messages()), daemon=True
     )
     publisher.start()
     eventually(lambda: any(not s.session.closed for s in gateway.realtime.subscriptions), 10,

@@ -103,7 +103,7 @@ def _bridge(args: argparse.Namespace) -> int:
     from scalper.ibkr.bridge import BarBridge, BridgeThread
     from scalper.ibkr.link import role_client_id
     from scalper.kafka.clients import publish
-    from scalper.kafka.topics import bars_topic, ensure_topics
+    from scalper.kafka.topics import LIVE, ensure_topics
 
     logging.getLogger("ib_async").setLevel(logging.CRITICAL)
     cfg = load_config(args.config)
@@ -119,8 +119,8 @@ def _bridge(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service stop ends it cleanly
     try:
         thread.start(attempts=None)
-        print(f"scalper stream: bridging IB {symbol} bars to {bars_topic(symbol)}", flush=True)
-        publish(cfg.kafka.bootstrap, bars_topic(symbol), thread.messages())
+        print(f"scalper stream: bridging IB {symbol} bars to {LIVE.bars(symbol)}", flush=True)
+        publish(cfg.kafka.bootstrap, LIVE.bars(symbol), thread.messages())
     finally:
         thread.stop()
     return 0

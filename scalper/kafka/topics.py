@@ -16,6 +16,13 @@ and a month of what the system decided, for audit; the state store, not Kafka, i
 orders. Nothing is compacted: every message is an event, not the latest value of a key.
 Replication is left to the cluster's default, so the same specs work on the local one-node
 broker and on a real cluster.
+
+Every name lives in a **namespace**: `LIVE` (the names above, read by the live workers) or one
+replay's (`replay.<run-id>.bars.MES`, `replay.<run-id>.orders`, ...). A replay's worker reads
+and writes its own namespace only, and this module is the one place that builds a name: no code
+can reach a live worker's topics without naming `LIVE`. The bars topics stamp each message with
+the broker's clock when it is appended (`LogAppendTime`): the live worker judges a bar's age by
+that stamp (`stream.max_bar_age_seconds`), which no producer can backdate or forge.
 """
 
 from __future__ import annotations
@@ -63,40 +70,104 @@ def is_valid_symbol(symbol: object) -> bool:
     return isinstance(symbol, str) and _SYMBOL.fullmatch(symbol) is not None
 
 
-def bars_topic(symbol: str) -> str:
-    """The input topic of one instrument's bars, e.g. `bars.MES`."""
-    if not is_valid_symbol(symbol):
-        raise ScalperError(
-            f"symbol {symbol!r} cannot name a Kafka topic: use 1-32 letters, digits, '_' or '-'"
-        )
-    return f"bars.{symbol}"
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REPLAY_PREFIX = "replay."
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """The topic names of one namespace: the live system's (`LIVE`), or one replay run's."""
+
+    replay: str | None = None  # the replay's run id; None: the live namespace
+
+    @classmethod
+    def of_replay(cls, run_id: str) -> Namespace:
+        """The namespace of the replay run `run_id` (its run folder's name)."""
+        if _RUN_ID.fullmatch(run_id) is None:
+            raise ScalperError(
+                f"replay run id {run_id!r} cannot name Kafka topics: use 1-64 letters, digits, "
+                "'_' or '-'"
+            )
+        return cls(run_id)
+
+    @property
+    def is_live(self) -> bool:
+        """True for the topics live workers read: bars there are judged by their age."""
+        return self.replay is None
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.replay is None else f"{REPLAY_PREFIX}{self.replay}."
+
+    def named(self, base: str) -> str:
+        """`base` (ORDERS, FILLS, RISK_EVENTS, CONTROL, DEAD_LETTER) in this namespace."""
+        return self.prefix + base
+
+    def bars(self, symbol: str) -> str:
+        """The input topic of one instrument's bars, e.g. `bars.MES` (live)."""
+        if not is_valid_symbol(symbol):
+            raise ScalperError(
+                f"symbol {symbol!r} cannot name a Kafka topic: use 1-32 letters, digits, '_' or '-'"
+            )
+        return self.named(f"bars.{symbol}")
+
+    @property
+    def control(self) -> str:
+        return self.named(CONTROL)
+
+    @property
+    def orders(self) -> str:
+        return self.named(ORDERS)
+
+    @property
+    def fills(self) -> str:
+        return self.named(FILLS)
+
+    @property
+    def risk_events(self) -> str:
+        return self.named(RISK_EVENTS)
+
+    @property
+    def dead_letter(self) -> str:
+        return self.named(DEAD_LETTER)
+
+    @property
+    def consumer_group(self) -> str:
+        """The consumer group id of this namespace's workers (they commit nothing, but two
+        namespaces never share a group)."""
+        return "scalper-live" if self.replay is None else f"scalper-{self.prefix}worker"
+
+
+LIVE = Namespace()
+"""The live namespace: what `scalper stream run` reads and the IB bridge and `scalper kill`
+write. Nothing that replays history may name it."""
 
 
 def _retained(ms: int, **extra: str) -> dict[str, str]:
     return {"cleanup.policy": "delete", "retention.ms": str(ms), **extra}
 
 
-def topic_specs(symbols: Iterable[str]) -> list[TopicSpec]:
-    """Every topic the stream needs for these symbols, bars topics first."""
-    bars = [
-        TopicSpec(bars_topic(s), 1, _retained(MARKET_RETENTION_MS)) for s in dict.fromkeys(symbols)
-    ]
+def topic_specs(symbols: Iterable[str], namespace: Namespace = LIVE) -> list[TopicSpec]:
+    """Every topic the stream needs for these symbols in `namespace`, bars topics first."""
+    market = _retained(MARKET_RETENTION_MS, **{"message.timestamp.type": "LogAppendTime"})
+    bars = [TopicSpec(namespace.bars(s), 1, market) for s in dict.fromkeys(symbols)]
     return [
         *bars,
-        TopicSpec(ORDERS, KEYED_PARTITIONS, _retained(AUDIT_RETENTION_MS)),
-        TopicSpec(FILLS, KEYED_PARTITIONS, _retained(AUDIT_RETENTION_MS)),
-        TopicSpec(RISK_EVENTS, 1, _retained(AUDIT_RETENTION_MS)),
-        TopicSpec(CONTROL, 1, _retained(MARKET_RETENTION_MS)),
+        TopicSpec(namespace.orders, KEYED_PARTITIONS, _retained(AUDIT_RETENTION_MS)),
+        TopicSpec(namespace.fills, KEYED_PARTITIONS, _retained(AUDIT_RETENTION_MS)),
+        TopicSpec(namespace.risk_events, 1, _retained(AUDIT_RETENTION_MS)),
+        TopicSpec(namespace.control, 1, _retained(MARKET_RETENTION_MS)),
         TopicSpec(
-            DEAD_LETTER,
+            namespace.dead_letter,
             1,
             _retained(AUDIT_RETENTION_MS, **{"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}),
         ),
     ]
 
 
-def ensure_topics(bootstrap: str, symbols: Iterable[str]) -> list[str]:
-    """Create the missing topics of `topic_specs(symbols)`; returns the names it created.
+def ensure_topics(bootstrap: str, symbols: Iterable[str], namespace: Namespace = LIVE) -> list[str]:
+    """Create the missing topics of `topic_specs(symbols, namespace)`; returns the names it
+    created.
 
     Idempotent: existing topics are left as they are (a second call creates nothing), and a
     topic created concurrently by someone else counts as present.
@@ -105,7 +176,7 @@ def ensure_topics(bootstrap: str, symbols: Iterable[str]) -> list[str]:
 
     from scalper.kafka.clients import admin_client
 
-    specs = topic_specs(symbols)
+    specs = topic_specs(symbols, namespace)
     admin = admin_client(bootstrap)
     try:
         existing = set(admin.list_topics())
@@ -117,3 +188,18 @@ def ensure_topics(bootstrap: str, symbols: Iterable[str]) -> list[str]:
     finally:
         admin.close()
     return list(missing)
+
+
+def delete_replay_topics(bootstrap: str, namespace: Namespace) -> None:
+    """Delete the topics of a finished replay (its ledger keeps what it did); never live ones."""
+    if namespace.is_live:
+        raise ValueError("the live namespace's topics are never deleted")
+    from scalper.kafka.clients import admin_client
+
+    admin = admin_client(bootstrap)
+    try:
+        ours = [name for name in admin.list_topics() if name.startswith(namespace.prefix)]
+        if ours:
+            admin.delete_topics(ours)
+    finally:
+        admin.close()

@@ -20,7 +20,8 @@ from scalper.kafka.topics import DEAD_LETTER, FILLS, ORDERS, RISK_EVENTS
 from scalper.live.sink import Decision
 
 Event = tuple[str, bytes | None, bytes]
-"""A message for the output: (topic, key, value)."""
+"""A message for the output: (topic, key, value); the topic's base name (`orders`, ...), which
+the output publishes in the worker's namespace (`scalper.kafka.topics.Namespace.named`)."""
 
 
 def order_event(order: OrderIntent, decision: Decision) -> Event:

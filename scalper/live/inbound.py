@@ -7,6 +7,8 @@ need the previous bar (order, duplicates) belong to the trader, which has it.
 `bars.<symbol>` carries that symbol's bars and, after the last bar of a replayed file, the
 `end_of_data` command: in-band, because only within one partition does Kafka keep a message
 behind the bars before it. `control` carries operator commands; `*` addresses every symbol.
+The topics are those of the worker's namespace (`scalper.kafka.topics`), and each message keeps
+the time Kafka stamped it with, by which a live trader judges a bar's age.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from scalper.kafka.messages import ALL_SYMBOLS, Bar, Control, decode_bar, decode_control
-from scalper.kafka.topics import CONTROL, bars_topic
+from scalper.kafka.topics import Namespace
 from scalper.live.events import Event, dead_letter
 
 END_OF_DATA = "end_of_data"
 
 
 class Inbound(NamedTuple):
-    """A decoded message for the trader of `symbol`, with where it came from."""
+    """A decoded message for the trader of `symbol`, with where it came from and when Kafka
+    took it (epoch ns; None when unknown, which a live trader takes as now)."""
 
     symbol: str
     item: Bar | Control
@@ -30,25 +33,35 @@ class Inbound(NamedTuple):
     topic: str
     partition: int
     offset: int
+    published_ns: int | None = None
 
 
 class Decoder:
-    """Decodes the messages of one worker's topics (its symbols' bars and `control`)."""
+    """Decodes the messages of one worker's topics (its symbols' bars and `control`, in its
+    namespace)."""
 
-    def __init__(self, symbols: Iterable[str]) -> None:
+    def __init__(self, symbols: Iterable[str], namespace: Namespace) -> None:
         self._symbols = tuple(symbols)
-        self._bars_topics = {bars_topic(symbol): symbol for symbol in self._symbols}
+        self._bars_topics = {namespace.bars(symbol): symbol for symbol in self._symbols}
+        self._control = namespace.control
 
     def __call__(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        published_ns: int | None = None,
     ) -> list[Inbound | Event]:
         """Trader input (one per addressed symbol), or one dead letter."""
         found: Inbound | list[Inbound] | str
         try:
-            if topic == CONTROL:
+            if topic == self._control:
                 found = self._command(topic, partition, offset, value)
             else:
-                found = self._bar(self._bars_topics[topic], topic, partition, offset, value)
+                symbol = self._bars_topics[topic]
+                found = self._bar(symbol, topic, partition, offset, value, published_ns)
         except Exception as exc:
             # The codecs never raise on bad input; should one ever, the message must not crash
             # the worker: it would be read again after every restart, a poison pill.
@@ -58,13 +71,19 @@ class Decoder:
         return found if isinstance(found, list) else [found]
 
     def _bar(
-        self, symbol: str, topic: str, partition: int, offset: int, value: bytes | None
+        self,
+        symbol: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        published_ns: int | None,
     ) -> Inbound | str:
         bar = decode_bar(value)
         if isinstance(bar, Bar):
             if bar.symbol != symbol:
                 return f"bar of {bar.symbol} on {topic}"
-            return Inbound(symbol, bar, value, topic, partition, offset)
+            return Inbound(symbol, bar, value, topic, partition, offset, published_ns)
         control = decode_control(value)
         if not isinstance(control, Control):
             return bar  # the reason it is no bar

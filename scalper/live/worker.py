@@ -64,7 +64,7 @@ def pin_start_offsets(settings: LiveSettings) -> None:
 
 def prepare_run(settings: LiveSettings, processes: int = 1) -> None:
     """Topics, start positions and recovery partitions of a run folder (idempotent)."""
-    ensure_topics(settings.bootstrap, settings.symbols)
+    ensure_topics(settings.bootstrap, settings.symbols, settings.namespace)
     pin_start_offsets(settings)
     recovery = settings.recovery_dir
     if not recovery.exists():
@@ -93,7 +93,7 @@ def worker_command(
     """The command line of one worker process (`addresses`: `host:port;host:port` of all)."""
     factory = (
         f"streams.live:build({settings.config_path!r}, {str(settings.run_dir)!r}, "
-        f"source_seconds={settings.source_seconds})"
+        f"source_seconds={settings.source_seconds}, replay={settings.namespace.replay!r})"
     )
     command = [
         sys.executable,
@@ -119,13 +119,18 @@ def pid_path(run_dir: Path, process_id: int | None) -> Path:
 
 
 def running_workers(run_dir: Path) -> list[int]:
-    """Pids of the worker processes running for `run_dir`."""
+    """Pids of the worker processes running for `run_dir`.
+
+    The folder must be the one quoted in the worker's factory argument: a replay's folder
+    (`stream/replays/...`) contains the live one's path, and a replay worker that took over a
+    stale pid must not pass for the live worker."""
+    quoted = repr(str(run_dir)).encode()
     pids = []
     for path in sorted(run_dir.glob("worker-*.pid")):
         with contextlib.suppress(OSError, ValueError):
             pid = int(path.read_text())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"bytewax.run" in cmdline and str(run_dir).encode() in cmdline:
+            if b"bytewax.run" in cmdline and quoted in cmdline:
                 pids.append(pid)
     return pids
 

@@ -1,0 +1,141 @@
+"""Issue 10 item 2: history never reaches a live worker.
+
+A paper worker (`scalper stream run`) and a worker trading at IB (the fake gateway) run on the live
+topics while `scalper stream replay` replays a file — with the IB worker's own configuration, in
+the paper worker's data directory, the two ways it leaked before. The replay trades exactly as
+the backtest, in its own namespace and with the paper broker; neither live worker's ledger nor
+the gateway sees an order. Then a historical bar published straight to the live `bars.MES` is
+dead-lettered by both live workers for its age.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scalper.kafka.broker import KafkaBroker
+from scalper.kafka.clients import admin_client, publish, read_topic
+from scalper.kafka.messages import DeadLetter, decode_dead_letter, encode_bar
+from scalper.kafka.topics import LIVE
+from scalper.ledger import Ledger
+from scalper.live.settings import LiveSettings
+from scalper.live.worker import end_offsets, prepare_run, running_workers, start_worker, stop_worker
+from tests.fakes.tws import FakeGateway
+from tests.shared import CONFORMANCE, SCALPER, bars_path, expected_rows, first_difference, run
+from tests.stream_support import bars_of, case_bars, write_config
+
+CASE = CONFORMANCE / "09_five_minute_bars"  # the shortest file: 5-minute bars
+ACCOUNT = "DU7654321"
+START_WAIT = 60.0
+
+
+@pytest.fixture
+def gateway_options() -> dict[str, Any]:
+    return {"account": ACCOUNT}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data directory of the paper worker and of the replay; the account from the
+    environment, as in production (worker processes inherit both)."""
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IB_ACCOUNT", ACCOUNT)
+    return tmp_path / "home"
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = START_WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def live_workers(
+    kafka_broker: KafkaBroker, gateway: FakeGateway, home: Path, tmp_path: Path
+) -> Iterator[tuple[str, LiveSettings]]:
+    """The IB configuration, once both live workers run: the paper one (`scalper stream run`
+    in `home`) and the IB one (its own run folder), both reading the live `bars.MES`."""
+    overrides = yaml.safe_load((CASE / "config.yaml").read_text())
+    kafka, stream = {"bootstrap": kafka_broker.bootstrap}, {"source_bar_seconds": 60}
+    paper = write_config(tmp_path / "paper.yaml", overrides, kafka=kafka, stream=stream)
+    broker = {"kind": "ibkr", "port": gateway.port, "client_id": 31, "account": "${IB_ACCOUNT}"}
+    ib = write_config(tmp_path / "ib.yaml", overrides, kafka=kafka, stream=stream, broker=broker)
+    ib_live = LiveSettings.load(ib, tmp_path / "ib-run")
+    prepare_run(ib_live)
+    with open(tmp_path / "paper.log", "wb") as paper_log, open(tmp_path / "ib.log", "wb") as log:
+        paper_worker = subprocess.Popen(
+            [SCALPER, "stream", "run", "--config", paper], stdout=paper_log, stderr=paper_log
+        )
+        ib_worker = start_worker(ib_live, log=log)
+    try:
+        eventually(lambda: running_workers(home / "stream") == [paper_worker.pid], "paper worker")
+        assert ib_worker.poll() is None, (tmp_path / "ib.log").read_text()
+        yield ib, ib_live
+        assert paper_worker.poll() is None and ib_worker.poll() is None, "a live worker died"
+    finally:
+        paper_worker.terminate()
+        paper_worker.wait(30)
+        stop_worker(ib_worker)
+
+
+def ledger_activity(path: Path) -> tuple[list[Any], list[Any]]:
+    """(orders, trades) in a worker's ledger."""
+    ledger = Ledger(path)
+    try:
+        return ledger.orders(), ledger.trades("MES")
+    finally:
+        ledger.close()
+
+
+def age_letters(bootstrap: str, offset: int) -> list[DeadLetter]:
+    """The dead letters of the live `bars.MES` message at `offset`."""
+    letters = [decode_dead_letter(r.value) for r in read_topic(bootstrap, LIVE.dead_letter)]
+    return [
+        letter
+        for letter in letters
+        if isinstance(letter, DeadLetter)
+        and (letter.topic, letter.offset) == (LIVE.bars("MES"), offset)
+    ]
+
+
+def test_a_replay_reaches_no_live_worker_and_history_is_dead_lettered_for_its_age(
+    live_workers: tuple[str, LiveSettings], gateway: FakeGateway, home: Path, tmp_path: Path
+) -> None:
+    ib_config, ib_live = live_workers
+    out = tmp_path / "trades.csv"
+    args = ["--config", ib_config, "--data", str(bars_path(CASE)), "--trades-out", str(out)]
+    proc = run("stream", "replay", *args, home=home)
+    assert proc.returncode == 0, proc.stderr
+    assert "a replay trades with the paper broker only" in proc.stderr
+    with open(out, newline="") as handle:
+        problem = first_difference(list(csv.DictReader(handle)), expected_rows(CASE))
+    assert problem is None, problem
+    run_dir = Path(proc.stdout.rsplit("state in ", 1)[1].strip())
+    assert run_dir.parent == home / "stream" / "replays"
+    admin = admin_client(ib_live.bootstrap)
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith(f"replay.{run_dir.name}.")]
+    finally:
+        admin.close()
+
+    old_bar = bars_of(case_bars(CASE).head(1), "MES")[0]
+    offset = end_offsets(ib_live.bootstrap, [LIVE.bars("MES")])[(LIVE.bars("MES"), 0)]
+    publish(ib_live.bootstrap, LIVE.bars("MES"), [encode_bar(old_bar)])
+    eventually(lambda: len(age_letters(ib_live.bootstrap, offset)) == 2, "two dead letters")
+    for letter in age_letters(ib_live.bootstrap, offset):
+        assert (
+            letter.reason.startswith("bar age: ") and "max_bar_age_seconds = 300" in letter.reason
+        )
+
+    for ledger in (home / "stream" / "ledger.sqlite", ib_live.ledger_path):
+        assert ledger_activity(ledger) == ([], []), ledger
+    assert gateway.orders.placed == [] and gateway.orders.refs() == []
+    assert (run_dir / "ledger.sqlite").is_file()  # the replay's trades are in its own
