@@ -655,10 +655,10 @@ class _Reporter:
             self.reported.add(issue.path)
             self.problems.append(self.line(issue, suffix))
 
-    def check(self) -> None:
+    def check(self, warnings: tuple[str, ...] = ()) -> None:
         """Raises every problem recorded so far as one `ConfigError`, a line each."""
         if self.problems:
-            raise ConfigError(*self.problems)
+            raise ConfigError(*self.problems, warnings=warnings)
 
 
 def _show(value: Any) -> str:
@@ -1001,7 +1001,7 @@ def _risk_hazards(cfg: Config) -> Iterator[_Issue]:
             "the account halts before its first trade"
         )
         yield _Issue("risk.min_account_balance", risk.min_account_balance, why)
-    yield from _session_hazards(cfg.session)
+    yield from _session_hazards(cfg.session, cfg.ops)
     if cfg.instrument.symbol not in INSTRUMENTS:
         why = "not in the instruments table: tick_size and point_value are unverified"
         yield _Issue("instrument.symbol", cfg.instrument.symbol, why)
@@ -1045,14 +1045,16 @@ def _oversized_position(cfg: Config) -> Iterator[_Issue]:
         yield _Issue("risk.position_size", cfg.risk.position_size, why)
 
 
-def _session_hazards(session: SessionConfig) -> Iterator[_Issue]:
+def _session_hazards(session: SessionConfig, ops: OpsConfig) -> Iterator[_Issue]:
     """Session times the exchange's day defeats, judged in the exchange's own time.
 
     The CME's day is New York's: Globex closes at 17:00 (the daily halt, nothing can be
     flattened until 18:00) and opens the next session at 18:00. Times written in another zone are
     converted on every day of the year ahead, because a zone's distance from New York changes on
     the days their DST rules differ (London: twice a year); a time that breaks a rule on any of
-    those days is a hazard. An unknown zone (an error of its own) cannot be judged.
+    those days is a hazard. The end-of-day watchdog (flatten_at + ops.eod_grace_seconds) is the
+    last line of defence and must act before the close too. An unknown zone (an error of its
+    own) cannot be judged.
     """
     try:
         zone(session.timezone)
@@ -1064,10 +1066,13 @@ def _session_hazards(session: SessionConfig) -> Iterator[_Issue]:
         session.entry_end,
         session.flatten_at,
         session.session_end,
+        ops.eod_grace_seconds,
         date.today(),
     )
     for key, why in clashes:
-        yield _Issue(f"session.{key}", getattr(session, key), why)
+        value = ops.eod_grace_seconds if key == "eod_watchdog" else getattr(session, key)
+        path = "ops.eod_grace_seconds" if key == "eod_watchdog" else f"session.{key}"
+        yield _Issue(path, value, why)
     if "flatten_at" not in dict(clashes) and session.flatten_at == session.session_end:
         why = "equals session_end: no end-of-day flatten, positions are carried overnight"
         yield _Issue("session.flatten_at", session.flatten_at, why)
@@ -1083,17 +1088,21 @@ def _exchange_clashes(
     entry_end: time,
     flatten_at: time,
     session_end: time,
+    grace_seconds: int,
     first_day: date,
 ) -> tuple[tuple[str, str], ...]:
     """(key, why) for each session time that, on some day of the 366 from `first_day`, lets an
-    entry in after the exchange's close, flattens at or after it, or rolls the session date
-    elsewhere than at the Globex open. Cached: research checks hundreds of parameter sets."""
+    entry in after the exchange's close, flattens at or after it (the engine, or the watchdog
+    `grace_seconds` later: key `eod_watchdog`), or rolls the session date elsewhere than at the
+    Globex open. Cached: research checks hundreds of parameter sets."""
     local, new_york = zone(timezone), zone(NEW_YORK)
+    watchdog = datetime.combine(first_day, flatten_at) + timedelta(seconds=grace_seconds)
     times = {
         "entry_start": entry_start,
         "entry_end": entry_end,
         "flatten_at": flatten_at,
         "session_end": session_end,
+        "eod_watchdog": watchdog.time(),
     }
     failing: dict[str, list[datetime]] = {}  # key -> its New York time on each failing day
     for offset in range(366):
@@ -1108,6 +1117,8 @@ def _exchange_clashes(
             failing.setdefault("entry_end", []).append(at["entry_end"])
         if at["flatten_at"] >= close:
             failing.setdefault("flatten_at", []).append(at["flatten_at"])
+        elif at["eod_watchdog"] >= close:
+            failing.setdefault("eod_watchdog", []).append(at["eod_watchdog"])
         if at["session_end"].time() != GLOBEX_SESSION_END:
             failing.setdefault("session_end", []).append(at["session_end"])
     clashes = []
@@ -1119,6 +1130,12 @@ def _exchange_clashes(
         elif key == "flatten_at":
             halt = f"{_format_time(GLOBEX_CLOSE)}-{_format_time(GLOBEX_SESSION_END)} New York"
             why = f"in the CME daily halt ({halt}): positions are never flattened"
+        elif key == "eod_watchdog":
+            why = (
+                f"the end-of-day watchdog runs at flatten_at + {grace_seconds} s = "
+                f"{_format_time(watchdog.time())}, at or after {_EXCHANGE_CLOSE}: it cannot "
+                "flatten what the engine left open"
+            )
         else:
             why = (
                 f"the session date rolls away from the Globex open "
@@ -1209,7 +1226,7 @@ def config_from_dict(
         for name, section in SECTIONS.items()
     }
     cfg = _apply_safety_rules(Config(**sections, source=source), report)
-    report.check()
+    report.check(cfg.warnings)
     return cfg
 
 
@@ -1223,9 +1240,19 @@ def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None
         return config_from_dict({}, env=env)
     source = str(path)
     data = _read_yaml(Path(path), source)
-    cfg = config_from_dict({} if data is None else data, source=source, env=env)
+    cfg = _anchored(config_from_dict({} if data is None else data, source=source, env=env), path)
     use_configured_home(cfg.paths.home, source)  # the process's data directory (scalper.paths)
     return cfg
+
+
+def _anchored(cfg: Config, path: str | Path) -> Config:
+    """`data.path` as written (`~` expanded), relative to the folder of the configuration file
+    `path`, not to the working directory: the CLI, the Dagster code server (which runs in the
+    repository) and a flow must all read the same bars."""
+    if cfg.data.path is None:
+        return cfg
+    data = Path(path).absolute().parent / Path(cfg.data.path).expanduser()
+    return replace(cfg, data=replace(cfg.data, path=str(data)))
 
 
 def load_config_with_overrides(
@@ -1249,4 +1276,5 @@ def load_config_with_overrides(
     if problems:
         raise ConfigError(*problems)
     source = f"{path if path is not None else DEFAULT_SOURCE} with {overrides}"
-    return config_from_dict(_deep_merge(*parts), source=source, env=env)
+    cfg = config_from_dict(_deep_merge(*parts), source=source, env=env)
+    return cfg if path is None else _anchored(cfg, path)

@@ -17,12 +17,14 @@ class ConfigError(ScalperError):
     """The configuration file is invalid: one line per problem (file, key, value and why).
 
     A file is reported whole, every problem at once, so a trader fixes it in one edit instead of
-    one run per mistake; `problems` holds the lines, the message joins them.
+    one run per mistake; `problems` holds the lines, the message joins them. `warnings` are the
+    file's other findings (paper-mode hazards), which `config check` shows alongside.
     """
 
-    def __init__(self, *problems: str) -> None:
+    def __init__(self, *problems: str, warnings: tuple[str, ...] = ()) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.warnings = warnings
 
 
 class DataError(ScalperError):

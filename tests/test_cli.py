@@ -96,6 +96,21 @@ def test_config_check_reports_every_problem_of_a_file_a_line_each(tmp_path: Path
     ]
 
 
+def test_config_check_shows_a_refused_file_s_warnings_too(tmp_path: Path) -> None:
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text("session: {timezone: EST}\n")  # fixed UTC-5: an hour off New York in summer
+    proc = run("config", "check", str(cfg))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split(" =")[0] for line in lines] == [
+        f"warning: {cfg}: session.entry_end",
+        f"warning: {cfg}: session.flatten_at",
+        f"warning: {cfg}: session.session_end",
+        f"scalper: error: {cfg}: session.timezone",
+    ]
+    assert "16:25 EST is 17:25 New York on " in lines[1]
+
+
 def test_demo_runs_on_embedded_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

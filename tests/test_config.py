@@ -471,6 +471,11 @@ HAZARDS = [
         {"session": {"session_end": "19:00"}}, "session.session_end", id="roll-off-the-open"
     ),
     pytest.param(
+        {"session": {"flatten_at": "16:55"}, "ops": {"eod_grace_seconds": 600}},
+        "ops.eod_grace_seconds = 600",
+        id="watchdog-after-close",
+    ),
+    pytest.param(
         {"session": {"timezone": "America/Chicago", "session_end": "17:00", "entry_end": "15:15"}},
         "session.flatten_at",
         id="chicago-flatten-in-halt",

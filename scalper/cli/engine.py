@@ -18,8 +18,13 @@ def _warn(cfg: Any) -> None:
 
 def _config_check(args: argparse.Namespace) -> int:
     from scalper.config import load_config
+    from scalper.errors import ConfigError
 
-    cfg = load_config(args.file)
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:  # the whole file at once: its warnings too
+        _warn(exc)
+        raise
     _warn(cfg)
     mode = cfg.broker.mode
     print(f"{args.file}: OK ({mode} mode, {cfg.instrument.symbol}, strategy {cfg.strategy.kind})")
