@@ -270,11 +270,15 @@ def test_a_price_too_large_for_a_float_is_a_dead_letter_not_a_crash() -> None:
 # The trader
 
 
-def settings_for(folder: Path, case: Path = CASE, **sections: dict) -> LiveSettings:
+def settings_for(
+    folder: Path, case: Path = CASE, max_bar_age_seconds: int = 0, **sections: dict
+) -> LiveSettings:
+    """A live worker's settings for `case`. The trading-logic tests feed it June 2024 in-process
+    and compare with the backtest, so by default no age limit stops entries decided then (the
+    sink judges those by the wall clock); the age tests set one."""
     overrides = yaml.safe_load((case / "config.yaml").read_text()) or {}
-    config = write_config(
-        folder / "config.yaml", overrides, stream={"source_bar_seconds": 60}, **sections
-    )
+    stream = {"source_bar_seconds": 60, "max_bar_age_seconds": max_bar_age_seconds}
+    config = write_config(folder / "config.yaml", overrides, stream=stream, **sections)
     return LiveSettings.load(config, folder / "run")
 
 
@@ -318,7 +322,7 @@ def test_a_live_trader_dead_letters_history_by_the_time_kafka_took_the_bar(
     tmp_path: Path,
 ) -> None:
     """Issue 10 item 2: old bars published to a live worker's topic are never traded."""
-    desk = Desk(settings_for(tmp_path))  # stream.max_bar_age_seconds: 300 by default
+    desk = Desk(settings_for(tmp_path, max_bar_age_seconds=300))
     state, _ = feed(desk, None, list(inbound([minute(i) for i in range(3)])))
     closed = minute(3).ts + 60 * NS
     unchanged = pickle.dumps(state)
@@ -335,6 +339,22 @@ def test_a_live_trader_dead_letters_history_by_the_time_kafka_took_the_bar(
             assert pickle.dumps(replace(state, bars_offset=2)) == unchanged
     state, events = desk.step(state, published(minute(3), 3, closed + 299 * NS))
     assert state.last_ts == minute(3).ts and not events
+
+
+def test_a_live_worker_catching_up_opens_no_position_on_an_old_decision(tmp_path: Path) -> None:
+    """Bars published live while the worker was down pass the age check (Kafka took them in
+    time), but an entry decided at their close, long ago by the wall clock, is refused and
+    recorded, so a restart that decides it again gets the same answer and sends nothing."""
+    settings = settings_for(tmp_path, max_bar_age_seconds=300)
+    bars = list(inbound(bars_of(case_bars(CASE).head(1_500), "MES")))
+    for _ in range(2):  # the second time: a restart from no snapshot, the ledger kept
+        desk = Desk(settings)
+        feed(desk, None, bars)
+        entries = [o for o in desk.ledger.orders("MES") if o["kind"] == "entry"]
+        assert entries and all(o["status"] == "refused" for o in entries)
+        assert all(o["detail"].startswith("stale: decided at 2024-") for o in entries)
+        assert desk.broker.received() == {} and desk.ledger.trades("MES") == []
+        desk.close()
 
 
 def test_a_replay_worker_takes_history_and_cannot_trade_at_ib(tmp_path: Path) -> None:
@@ -507,20 +527,41 @@ def test_a_decoder_that_raises_makes_a_dead_letter_not_a_poison_pill(
     assert letter[0] == DEAD_LETTER and b"undecodable: RuntimeError" in letter[2]
 
 
-def test_a_live_bar_off_the_tick_grid_is_a_dead_letter_never_traded(tmp_path: Path) -> None:
+def test_a_live_bar_off_the_tick_grid_or_in_another_time_unit_is_a_dead_letter(
+    tmp_path: Path,
+) -> None:
     """Issue 10 item 7: no order fills at a price off the instrument's grid (a feed or an
-    instrument mix-up), so such a bar is refused with the reason, like any bad live input."""
+    instrument mix-up), and a time in ms is not 1970: such bars are refused with the reason."""
     desk = Desk(settings_for(tmp_path))  # MES: tick 0.25
     state, _ = feed(desk, None, list(inbound([minute(i) for i in range(3)])))
     unchanged = pickle.dumps(state)
     off = [
-        (minute(3, 5000.1), "open 5000.1, high 5001.1, low 4998.1, close 5000.1"),
-        (minute(3)._replace(high=5001.3), "high 5001.3"),
+        (minute(3, 5000.1), "off the 0.25 tick grid: open 5000.1, high 5001.1, low 4998.1, "),
+        (minute(3)._replace(high=5001.3), "off the 0.25 tick grid: high 5001.3"),
+        # The same class: a time in another unit, which read as ns lands in 1970.
+        (minute(3)._replace(ts=minute(3).ts // 10**6), "before 2001: epoch seconds or ms"),
     ]
-    for offset, (bar, prices) in enumerate(off, 3):
-        (letter,) = desk.step(state, next(inbound([bar], offset)))[1]
+    for offset, (bar, why) in enumerate(off, 3):
+        (letter,) = desk.step(state, published(bar, offset, minute(3).ts + 61 * NS))[1]
         reason = letter[2].decode()
-        assert letter[0] == DEAD_LETTER and f"off the 0.25 tick grid: {prices}" in reason, reason
+        assert letter[0] == DEAD_LETTER and why in reason, reason
         assert pickle.dumps(replace(state, bars_offset=2)) == unchanged  # read, not used
     state, events = desk.step(state, next(inbound([minute(3, 5000.25)], 5)))
     assert state.last_ts == minute(3).ts and not events
+
+
+def test_paper_trading_without_an_exchange_calendar_is_warned_and_the_calendar_reaches_it(
+    tmp_path: Path,
+) -> None:
+    """SPEC §4.9: live mode refuses no calendar at load; a paper worker warns; a replay (history,
+    in its own namespace) does not; the worker's engine gets the calendar's early closes."""
+    plain = write_config(tmp_path / "plain.yaml", {})
+    (warning,) = LiveSettings.load(plain, tmp_path / "a").cfg.warnings
+    assert "session.calendar = null: no exchange calendar" in warning
+    assert "an error in live mode" in warning
+    assert LiveSettings.load(plain, tmp_path / "b", replay="r1").cfg.warnings == ()
+    cme = write_config(tmp_path / "cme.yaml", {"session": {"calendar": "CME_Equity"}})
+    settings = LiveSettings.load(cme, tmp_path / "c")
+    assert settings.cfg.warnings == ()
+    thanksgiving = (date(2024, 11, 28) - date(1970, 1, 1)).days
+    assert (thanksgiving, 13 * 3600) in settings.params["MES"]["early_closes"]

@@ -1,6 +1,6 @@
 """The risk-gated order sink: the last gate between a decision and the broker.
 
-Two jobs, both about money:
+Three jobs, all about money:
 
 - **Exactly once.** The intent is recorded in the ledger under its client order id in the same
   transaction that hands it to the broker. An intent the ledger already knows (the engine
@@ -12,13 +12,21 @@ Two jobs, both about money:
   ledger knows independently of the engine: the halted flag, an order still working, and the
   position from recorded fills against the configured size. Exits are never blocked: refusing
   to close a position never reduces risk.
+- **No entry on an old decision.** A live worker that restarts after an outage catches up on
+  the bars published meanwhile: they are live bars (their age is judged when Kafka took them,
+  see `scalper.live.trader`), but a position opened now on a decision taken at a close minutes
+  ago would trade a market that has moved on. So an entry decided longer ago than
+  `stream.max_bar_age_seconds` by the wall clock is refused. The refusal is recorded like any
+  other, so a crash-resume that decides the intent again gets the same answer from the ledger.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from time import time_ns
 from typing import NamedTuple
 
+from scalper.bars import iso_utc
 from scalper.brokers import Broker, OrderIntent
 from scalper.ledger import ACCEPTED_STATUSES, Ledger
 
@@ -37,10 +45,15 @@ class Decision(NamedTuple):
 class OrderSink:
     """Sends the engine's orders to `broker`, at most once each, entries only within limits."""
 
-    def __init__(self, ledger: Ledger, broker: Broker, max_position: int) -> None:
+    def __init__(
+        self, ledger: Ledger, broker: Broker, max_position: int, max_decision_age_seconds: int = 0
+    ) -> None:
+        """`max_decision_age_seconds`: entries decided longer ago are refused (0: no limit, for
+        a replay, whose clock is the bars')."""
         self._ledger = ledger
         self._broker = broker
         self._max_position = max_position
+        self._max_age_ns = max_decision_age_seconds * 1_000_000_000
 
     def submit(self, order: OrderIntent) -> Decision:
         with self._ledger.transaction():
@@ -71,6 +84,12 @@ class OrderSink:
             return f"entry while the ledger holds {position:+d} contract(s)"
         if order.qty > self._max_position:
             return f"{order.qty} contracts exceed the position limit of {self._max_position}"
+        age = time_ns() - order.decided_ts
+        if self._max_age_ns and age > self._max_age_ns:
+            return (
+                f"stale: decided at {iso_utc(order.decided_ts)}, {age // 1_000_000_000:,} s ago, "
+                f"beyond stream.max_bar_age_seconds = {self._max_age_ns // 1_000_000_000}"
+            )
         return None
 
 

@@ -83,6 +83,7 @@ RECENT_CLOSES = 1_000
 # Limits no real bar reaches: beyond them a value is garbage that would overflow the engine's
 # 64-bit arithmetic or poison its rolling sums for good.
 LATEST_TS = 7_258_118_400 * NS_PER_SECOND  # 2200-01-01
+EARLIEST_TS = 10**18  # 2001-09-09: below it, epoch seconds or ms were sent as nanoseconds
 MAX_PRICE = 1e9
 MAX_VOLUME = 10**12
 
@@ -109,7 +110,9 @@ class Desk:
         self.settings = settings
         self.ledger = Ledger(settings.ledger_path, background_checkpoints=True)
         self.broker = make_broker(settings, self.ledger)
-        self.sink = OrderSink(self.ledger, self.broker, settings.max_position)
+        self.sink = OrderSink(
+            self.ledger, self.broker, settings.max_position, settings.max_bar_age_seconds
+        )
         self.journal = self.ledger.control_journal()
         self._source_ns = settings.source_seconds * NS_PER_SECOND
         self._max_age_ns = settings.max_bar_age_seconds * NS_PER_SECOND
@@ -194,6 +197,8 @@ class Desk:
             return f"{kind}: the bar at {_when(bar)} does not follow the previous one at {previous}"
         if bar.ts >= LATEST_TS:
             return f"bar ts {bar.ts} is beyond the year 2200"
+        if bar.ts < EARLIEST_TS:
+            return f"bar ts {bar.ts} is before 2001: epoch seconds or ms sent as nanoseconds?"
         if bar.ts % self._source_ns:
             seconds = self.settings.source_seconds
             return f"the bar at {_when(bar)} is not on the {seconds}-second grid of source bars"
