@@ -94,8 +94,9 @@ def test_status_shows_links_positions_pnl_breakers_last_bar_and_worker(
     assert f"{SYMBOL}: position +1" in output and "entries halted: kill switch: test" in output
     assert "last bar 2031-01-01T00:00:00+00:00" in output
     assert "stream worker: UNHEALTHY (no worker process runs)" in output
-    code, output = scalper(world, "status", "--json")
-    status = json.loads(output)
+    proc = run("status", "--json", "--config", str(world.config), home=world.home)
+    assert proc.returncode == 1  # stdout is the JSON alone, the why is on stderr
+    status = json.loads(proc.stdout)
     assert status["broker"] == "ibkr" and status["symbols"][0]["position"] == 1
     assert status["worker"]["healthy"] is False
 

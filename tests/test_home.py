@@ -138,3 +138,17 @@ def test_the_demo_has_its_own_home(no_home: Path, tmp_path: Path) -> None:
     with_ledger(live)
     with pytest.raises(ScalperError, match="is a live data directory"):
         demo_home(live)
+
+
+def test_a_relative_data_path_is_the_config_files_not_the_working_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI, the Dagster code server (run in the repository) and the flows read one file."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config = folder / "c.yaml"
+    config.write_text("data: {source: file, path: bars/es.csv}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/c.yaml").data.path == str(folder / "bars" / "es.csv")
+    config.write_text("data: {source: file, path: ~/es.csv}\n")
+    assert load_config(config).data.path == str(Path.home() / "es.csv")

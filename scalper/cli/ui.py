@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO / "workspace.yaml"
 SHIPPED_CONFIG = REPO / "infra" / "dagster" / "dagster.yaml"
 STOP_SECONDS = 30.0
+CONFIG_ENV = "SCALPER_CONFIG"  # the configuration the code location reads (assets/__init__.py)
 _DEV_NOTICE = "Function `dev_command` is superseded"  # points to `dg dev`, a tool we do not use
 
 
@@ -61,6 +62,8 @@ def _ui(args: argparse.Namespace) -> int:
     if find_spec("dagster") is None or find_spec("dagster_webserver") is None:
         raise ScalperError("the Dagster UI needs the platform extras: pip install -e '.[platform]'")
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home()), "SCALPER_HOME": str(home())}
+    if env.get(CONFIG_ENV):  # the code server runs in the repository: a relative path moves
+        env[CONFIG_ENV] = str(Path(env[CONFIG_ENV]).expanduser().absolute())
     command = [sys.executable, "-W", f"ignore:{_DEV_NOTICE}", "-m", "dagster", "dev"]
     command += ["-w", str(WORKSPACE), "--host", args.host, "--port", str(args.port)]
     print(f"scalper ui: http://{args.host}:{args.port}  (Ctrl-C stops it)", file=sys.stderr)
