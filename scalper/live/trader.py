@@ -191,14 +191,14 @@ class Desk:
 
     def _refusal(self, state: TraderState, bar: Bar) -> str | None:
         """Why a well-formed bar must not be used, or None (the decoder checked its form)."""
+        if bar.ts < EARLIEST_TS:
+            return f"bar ts {bar.ts} is before 2001: epoch seconds or ms sent as nanoseconds?"
         if state.last_ts is not None and bar.ts <= state.last_ts:
             kind = "duplicate" if bar.ts == state.last_ts else "out of order"
             previous = iso_utc(state.last_ts)
             return f"{kind}: the bar at {_when(bar)} does not follow the previous one at {previous}"
         if bar.ts >= LATEST_TS:
             return f"bar ts {bar.ts} is beyond the year 2200"
-        if bar.ts < EARLIEST_TS:
-            return f"bar ts {bar.ts} is before 2001: epoch seconds or ms sent as nanoseconds?"
         if bar.ts % self._source_ns:
             seconds = self.settings.source_seconds
             return f"the bar at {_when(bar)} is not on the {seconds}-second grid of source bars"
