@@ -4,6 +4,7 @@ simulator's one fixed window, and the contracts an IBKR download fetches for eac
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -59,3 +60,19 @@ def test_the_simulated_market_follows_the_configured_calendar() -> None:
     days = set(with_session_columns(with_calendar)["session_date"].to_list())
     assert days == {date(2024, 12, 23), date(2024, 12, 24), date(2024, 12, 26)}
     assert simulate_market(Config(), "MES", christmas, 4).height > with_calendar.height
+
+
+def test_a_file_source_reads_its_times_as_the_configuration_declares(tmp_path: Path) -> None:
+    """The Dagster path (`data.source: file`) answers the time-stamp questions from `data:`, as
+    the CLI's options do: an end-stamped file in epoch seconds is refused, then read as starts."""
+    market = simulate_bars(WEEK, 3)
+    path = tmp_path / "vendor.csv"
+    ends_s = (pl.col("ts") + 60 * 10**9) // 10**9
+    market.with_columns(ends_s).rename({"ts": "t"}).drop("symbol").write_csv(path)
+    window = {"simulation_start": WEEK, "simulation_days": 3}
+    data = {"source": "file", "path": str(path), "ts_column": "t"}
+    with pytest.raises(ScalperError, match=r"vendor.csv: the times look like bar ends"):
+        fetch_bars(config_from_dict({"data": data}), "MES", WEEK, WEEK, **window)
+    declared = config_from_dict({"data": {**data, "ts_unit": "s", "stamped": "end"}})
+    bars, _ = fetch_bars(declared, "MES", WEEK, WEEK, **window)
+    assert bars.select(market.columns).equals(market.filter(utc_day() == WEEK))
