@@ -5,13 +5,15 @@ topics while `scalper stream replay` replays a file — with the IB worker's own
 the paper worker's data directory, the two ways it leaked before. The replay trades exactly as
 the backtest, in its own namespace and with the paper broker; neither live worker's ledger nor
 the gateway sees an order. Then a historical bar published straight to the live `bars.MES` is
-dead-lettered by both live workers for its age.
+dead-lettered by both live workers for its age. Nor does a replay's worker process pass for the
+live worker.
 """
 
 from __future__ import annotations
 
 import csv
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,3 +141,23 @@ def test_a_replay_reaches_no_live_worker_and_history_is_dead_lettered_for_its_ag
         assert ledger_activity(ledger) == ([], []), ledger
     assert gateway.orders.placed == [] and gateway.orders.refs() == []
     assert (run_dir / "ledger.sqlite").is_file()  # the replay's trades are in its own
+
+
+def test_a_replay_worker_never_passes_for_the_live_worker(tmp_path: Path) -> None:
+    """A replay's run folder lies inside the live one's (`stream/replays/...`): a process of
+    the replay, found under a stale pid file of the live folder, is not the live worker (which
+    `scalper stream run`, `status` and the supervisor would otherwise take as running)."""
+    live, replay = tmp_path / "stream", tmp_path / "stream" / "replays" / "MES-1"
+    replay.mkdir(parents=True)
+    factory = f"streams.live:build(None, {str(replay)!r}, replay='MES-1')"
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "bytewax.run", factory]
+    )
+    try:
+        for folder in (live, replay):
+            (folder / "worker-0.pid").write_text(f"{sleeper.pid}\n")
+        eventually(lambda: running_workers(replay) == [sleeper.pid], "the replay's worker", 10)
+        assert running_workers(live) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
