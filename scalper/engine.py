@@ -8,7 +8,7 @@ parameters with `engine_params`, so a setting means the same thing everywhere. T
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,24 @@ def early_closes(cfg: Config, sessions: tuple[date, date] | None) -> list[tuple[
         at = datetime.combine(day, close, tzinfo=new_york).astimezone(local)
         out.append(((day - _EPOCH_DAY).days, at.hour * 3600 + at.minute * 60 + at.second))
     return out
+
+
+def session_times(cfg: Config, session: date) -> tuple[time, time]:
+    """`entry_end` and `flatten_at` of `session` (in `session.timezone`) as the engine applies
+    them: `min(entry_end, E − early_entry_end_minutes)` and `min(flatten_at, E −
+    early_flatten_minutes)` when the exchange closes early at `E` that day (SPEC §4.9), else as
+    configured. For the operations that must act when the engine does (the EOD watchdog)."""
+    s = cfg.session
+    entry_end, flatten_at = s.seconds_of_day("entry_end"), s.seconds_of_day("flatten_at")
+    close = dict(early_closes(cfg, (session, session))).get((session - _EPOCH_DAY).days)
+    if close is not None:
+        entry_end = min(entry_end, close - s.early_entry_end_minutes * 60)
+        flatten_at = min(flatten_at, close - s.early_flatten_minutes * 60)
+    return _time_of_day(entry_end), _time_of_day(flatten_at)
+
+
+def _time_of_day(seconds: int) -> time:
+    return time(seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
 def engine_params(

@@ -21,7 +21,10 @@ resets the operations' daily state (`daily_state`: the worker restart budget).
 **End of day**: at `flatten_at` + `ops.eod_grace_seconds` the positions must be flat (the engine
 exits at `flatten_at`); if not, the broker is flattened directly (`BrokerView.flatten`: at IB,
 or at the paper exchange in the ledger) — without halting anything — and the alert is critical
-either way.
+either way. On a session the exchange closes early, `flatten_at` is the engine's earlier one
+(SPEC §4.9, `scalper.engine.session_times`), so the watch comes before the market closes:
+`eod_watch_at` gives each session's time, and a scheduled run at another session's time does
+nothing.
 
 **Kill switch** (`kill`, the one procedure behind `scalper kill` and the `kill-switch` flow): the
 named symbols (validated against the configuration) are halted in the ledger, the stream is told
@@ -40,11 +43,13 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from time import time_ns
 from typing import Any, Literal
 
+from scalper.config import Config
+from scalper.engine import early_closes, session_times
 from scalper.errors import ScalperError
 from scalper.files import atomic_write
 from scalper.ibkr.account import AccountSnapshot
@@ -207,14 +212,42 @@ class Flattening:
 
     positions: dict[str, int]  # before acting
     remaining: dict[str, int] = field(default_factory=dict)  # open when done
+    due: bool = True  # False: a scheduled run at another session's watch time, nothing checked
 
     @property
     def flat(self) -> bool:
         return not self.remaining
 
 
-def eod_check(ops: Operations) -> Flattening:
-    """At `flatten_at` + grace: flat, or flattened at the broker now (and a critical alert)."""
+def eod_watch_at(cfg: Config, session: date) -> time:
+    """When the watchdog checks `session`: its `flatten_at` (earlier on an early close) + grace,
+    local time in `session.timezone`."""
+    return _after_grace(cfg, session_times(cfg, session)[1])
+
+
+def _after_grace(cfg: Config, flatten_at: time) -> time:
+    """`flatten_at` + grace, to the minute (the schedules are cron)."""
+    grace = timedelta(seconds=cfg.ops.eod_grace_seconds)
+    return (datetime.combine(date.min, flatten_at) + grace).time().replace(second=0)
+
+
+def eod_watch_times(cfg: Config, today: date, days: int = 400) -> list[time]:
+    """Every watch time of the sessions from `today` on, the regular one first (the schedules)."""
+    regular = _after_grace(cfg, cfg.session.flatten_at)
+    upcoming = early_closes(cfg, (today, today + timedelta(days)))
+    sessions = (date(1970, 1, 1) + timedelta(day) for day, _ in upcoming)
+    return [regular, *sorted({eod_watch_at(cfg, s) for s in sessions} - {regular})]
+
+
+def eod_check(ops: Operations, scheduled_at: time | None = None) -> Flattening:
+    """At `flatten_at` + grace: flat, or flattened at the broker now (and a critical alert).
+
+    `scheduled_at` (a scheduled run's time): nothing is done unless it is today's session's watch
+    time; a run by hand (None) always checks.
+    """
+    session = ops.session_date()
+    if scheduled_at is not None and scheduled_at != eod_watch_at(ops.cfg, session):
+        return Flattening({}, due=False)
     view = ops.broker()
     before = view.snapshot()
     if before.flat:
@@ -223,7 +256,7 @@ def eod_check(ops: Operations) -> Flattening:
     flattening = Flattening(before.positions, after.positions)
     ops.alerter.send(
         f"EOD watchdog: {_positions(before.positions)} still open after "
-        f"{ops.cfg.session.flatten_at:%H:%M}; {_outcome(flattening)}",
+        f"{session_times(ops.cfg, session)[1]:%H:%M}; {_outcome(flattening)}",
         "critical",
     )
     return flattening
