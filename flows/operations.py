@@ -8,7 +8,7 @@ the procedures themselves, so a flow run from the UI alerts exactly like a sched
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
+from datetime import date, time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -36,10 +36,16 @@ def session_open(config: str | None = None) -> dict[str, Any]:
 
 
 @flow(name="eod-watchdog")
-def eod_watchdog(config: str | None = None) -> dict[str, Any]:
-    """After `flatten_at`: verify flat, flatten what is not, alert."""
-    result = procedures.eod_check(Operations.load(config))
-    get_run_logger().info("EOD: open before %s, remaining %s", result.positions, result.remaining)
+def eod_watchdog(config: str | None = None, at: str | None = None) -> dict[str, Any]:
+    """After `flatten_at`: verify flat, flatten what is not, alert. `at` ("HH:MM", set by the
+    schedules): only if that is today's watch time, which an early close makes earlier."""
+    scheduled_at = None if at is None else time.fromisoformat(at)
+    result = procedures.eod_check(Operations.load(config), scheduled_at)
+    if not result.due:
+        get_run_logger().info("EOD: %s is not today's watch time", at)
+    else:
+        log = "EOD: open before %s, remaining %s"
+        get_run_logger().info(log, result.positions, result.remaining)
     return _flattening(result)
 
 
@@ -84,10 +90,17 @@ def stream_supervisor(config: str | None = None) -> dict[str, Any]:
     return {"action": result.action, "pid": result.pid, "health": asdict(result.health)}
 
 
+FLOWS = {
+    f.name: f
+    for f in (session_open, eod_watchdog, daily_summary_flow, kill_switch, stream_supervisor)
+}
+"""Every operations flow by name (`scalper ops run <name>`)."""
+
+
 class KillNotConfirmed(RuntimeError):
     """The kill switch could not confirm everything (its summary says what): the run fails."""
 
 
 def _flattening(result: procedures.Flattening) -> dict[str, Any]:
     return {"positions": result.positions, "remaining": result.remaining, "flat": result.flat,
-            "flattened_at_broker": bool(result.positions)}  # fmt: skip
+            "flattened_at_broker": bool(result.positions), "due": result.due}  # fmt: skip

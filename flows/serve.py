@@ -6,16 +6,22 @@ time. Schedules are cron in the session's time zone (New York by default, DST-co
 weekdays:
 
 * `session-open`      at `ops.session_open_at`;
-* `eod-watchdog`      at `session.flatten_at` + `ops.eod_grace_seconds`;
+* `eod-watchdog`      at `session.flatten_at` + `ops.eod_grace_seconds`, and at the earlier
+  flatten time + grace of each early close of the coming year (SPEC §4.9): each schedule names
+  its time, and a run does nothing on a day whose watch time is another;
 * `daily-summary`     at `ops.summary_at`;
-* `stream-supervisor` every `ops.supervise_every_seconds`;
+* `stream-supervisor` every `ops.supervise_every_seconds`, only with `ops.supervise_worker`: it
+  starts the stream worker, which trades, so it is never served unasked;
 * `kill-switch`       no schedule: run from the UI (or `scalper kill`, which needs no server).
+
+Any of them runs once, without the server, by `scalper ops run <name>`.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time
+from typing import Any
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
@@ -29,39 +35,41 @@ from flows.operations import (
     stream_supervisor,
 )
 from scalper.config import Config, load_config
+from scalper.ops.procedures import eod_watch_times
 
 WEEKDAYS = "1-5"
 
 
-def weekday_cron(at: time, timezone: str) -> Cron:
+def weekday_cron(at: time, timezone: str, parameters: dict[str, Any] | None = None) -> Cron:
     """A cron schedule at `at` (to the minute) on weekdays, in `timezone`."""
-    return Cron(f"{at.minute} {at.hour} * * {WEEKDAYS}", timezone=timezone)
+    return Cron(f"{at.minute} {at.hour} * * {WEEKDAYS}", timezone=timezone, parameters=parameters)
 
 
 def deployments(cfg: Config, config_path: str | None) -> list[RunnerDeployment]:
     """The deployments of the operations flows, scheduled from the configuration."""
     zone = cfg.session.timezone
-    grace = timedelta(seconds=cfg.ops.eod_grace_seconds)
-    watchdog_at = (datetime.combine(datetime.min, cfg.session.flatten_at) + grace).time()
     parameters = {"config": config_path}
+    watches = [
+        weekday_cron(at, zone, {**parameters, "at": f"{at:%H:%M}"})
+        for at in eod_watch_times(cfg, datetime.now(UTC).date())
+    ]
     return [
         session_open.to_deployment(
             "session-open", schedule=weekday_cron(cfg.ops.session_open_at, zone),
             parameters=parameters,
         ),
-        eod_watchdog.to_deployment(
-            "eod-watchdog", schedule=weekday_cron(watchdog_at, zone), parameters=parameters
-        ),
+        eod_watchdog.to_deployment("eod-watchdog", schedules=watches, parameters=parameters),
         daily_summary_flow.to_deployment(
             "daily-summary", schedule=weekday_cron(cfg.ops.summary_at, zone),
             parameters=parameters,
         ),
+        kill_switch.to_deployment("kill-switch", parameters=parameters),
+    ] + ([
         stream_supervisor.to_deployment(
             "stream-supervisor", schedule=Interval(cfg.ops.supervise_every_seconds),
             parameters=parameters,
         ),
-        kill_switch.to_deployment("kill-switch", parameters=parameters),
-    ]  # fmt: skip
+    ] if cfg.ops.supervise_worker else [])  # fmt: skip
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ ledger, a real stream worker process, and Telegram as a local HTTP recorder.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from prefect.settings import (
 )
 
 from flows.operations import (
+    FLOWS,
     KillNotConfirmed,
     daily_summary_flow,
     eod_watchdog,
@@ -37,20 +39,22 @@ from flows.operations import (
 )
 from flows.serve import deployments
 from scalper.bars import BAR_SCHEMA
+from scalper.cli.ops import FLOW_NAMES
 from scalper.config import config_from_dict, load_config
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.messages import Control
 from scalper.live.worker import running_workers
 from scalper.ops import procedures
 from scalper.ops.context import Operations
-from scalper.ops.prefect import api_url, start_server, stop_process
+from scalper.ops.prefect import api_url, server_answers, start_server, stop_process
 from scalper.ops.summary import session_window
+from scalper.ops.supervisor import supervised_workers
 from scalper.store import mark_partition, stage_root, write_bars_partitioned
 from tests import ops_support
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
 from tests.ops_support import ACCOUNT, SYMBOL, TOKEN, OpsWorld, make_world, trade_by_hand
-from tests.shared import SCALPER
+from tests.shared import SCALPER, run
 
 gateway_options = ops_support.gateway_options
 secrets = ops_support.secrets
@@ -185,13 +189,37 @@ def test_the_eod_watchdog_flattens_and_alerts(ibkr_world: OpsWorld) -> None:
     trade_by_hand(ibkr_world.gateway, "BUY", 1)
     result = eod_watchdog(config=str(ibkr_world.config))
     assert result == {
-        "positions": {SYMBOL: 1}, "remaining": {}, "flat": True, "flattened_at_broker": True
+        "positions": {SYMBOL: 1}, "remaining": {}, "flat": True, "flattened_at_broker": True,
+        "due": True,
     }  # fmt: skip
     assert ibkr_world.gateway.position("MESM4") == 0
     [alert] = ibkr_world.alerts()
     assert "EOD watchdog" in alert and "flattened at the broker" in alert
     assert eod_watchdog(config=str(ibkr_world.config))["positions"] == {}  # flat: all quiet
     assert len(ibkr_world.alerts()) == 1
+
+
+def test_the_eod_watchdog_watches_an_early_close_before_the_market_closes(
+    ibkr_world: OpsWorld,
+) -> None:
+    """SPEC §4.9: the exchange closes today at 13:00, so the engine flattens at 12:50 and the
+    watchdog looks at 12:52, not at 16:27 when the market is shut; the 16:27 run does nothing."""
+    assert ibkr_world.gateway is not None
+    config = str(ibkr_world.config)
+    today = Operations.load(config).session_date()
+    data = yaml.safe_load(ibkr_world.config.read_text())
+    data["session"] = {"early_closes": {today.isoformat(): "13:00"}}
+    ibkr_world.config.write_text(yaml.safe_dump(data))
+    watches = procedures.eod_watch_times(load_config(config), today)
+    assert [f"{t:%H:%M}" for t in watches] == ["16:27", "12:52"]
+    trade_by_hand(ibkr_world.gateway, "BUY", 1)
+    assert eod_watchdog(config=config, at="16:27")["due"] is False
+    assert ibkr_world.gateway.position("MESM4") == 1 and ibkr_world.alerts() == []
+    result = eod_watchdog(config=config, at="12:52")
+    assert (result["positions"], result["flat"]) == ({SYMBOL: 1}, True)
+    assert ibkr_world.gateway.position("MESM4") == 0
+    [alert] = ibkr_world.alerts()
+    assert "still open after 12:50" in alert
 
 
 def test_the_kill_switch_publishes_kill(world: OpsWorld) -> None:
@@ -288,8 +316,17 @@ def test_the_flows_run_on_the_local_server(world: OpsWorld) -> None:
     assert kill_runs and all(r.state is not None and r.state.is_completed() for r in kill_runs)
 
 
+def test_the_eod_watchdog_is_also_scheduled_at_the_early_closes_of_the_year_ahead() -> None:
+    cfg = config_from_dict({"session": {"calendar": "CME_Equity"}}, env={})
+    (watchdog,) = [d for d in deployments(cfg, "cfg.yaml") if d.name == "eod-watchdog"]
+    at = [(s.schedule.cron, s.parameters["at"]) for s in watchdog.schedules]
+    assert at[0] == ("27 16 * * 1-5", "16:27")
+    assert ("52 12 * * 1-5", "12:52") in at  # 13:00 closes (Thanksgiving, holiday trading days)
+
+
 def test_the_schedules_are_weekdays_in_new_york() -> None:
-    scheduled = {d.name: d for d in deployments(load_config(None), "cfg.yaml")}
+    cfg = config_from_dict({"ops": {"supervise_worker": True}})
+    scheduled = {d.name: d for d in deployments(cfg, "cfg.yaml")}
     crons = {name: d.schedules[0].schedule for name, d in scheduled.items() if d.schedules}
     assert crons["session-open"].cron == "0 9 * * 1-5"
     assert crons["eod-watchdog"].cron == "27 16 * * 1-5"  # flatten_at 16:25 + 120 s of grace
@@ -326,7 +363,127 @@ def test_scalper_ops_serve_serves_the_deployments(
             with get_client(sync_client=True) as client:
                 return {d.name for d in client.read_deployments()}
 
-        wanted = {"session-open", "eod-watchdog", "daily-summary", "stream-supervisor"}
-        wait_for(lambda: wanted | {"kill-switch"} <= served(), 60)
+        wanted = {"session-open", "eod-watchdog", "daily-summary", "kill-switch"}
+        wait_for(lambda: wanted <= served(), 60)
+        assert "stream-supervisor" not in served()  # ops.supervise_worker is off by default
     finally:
         stop_process(serving)
+
+
+def test_the_stream_worker_is_supervised_only_when_asked() -> None:
+    unasked = {d.name for d in deployments(load_config(None), None)}
+    asked = {d.name for d in deployments(config_from_dict({"ops": {"supervise_worker": True}}),
+                                         None)}  # fmt: skip
+    assert asked - unasked == {"stream-supervisor"}
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid` (children, their children, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_ops_serve_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder,
+) -> None:  # fmt: skip
+    """`ops serve` with its own Prefect server and worker supervision: after SIGINT (Ctrl-C) no
+    process it started runs — the server, the serving process, the supervised stream worker."""
+    cfg = {"telegram_api": telegram.url, "prefect_port": free_port(), "supervise_worker": True,
+           "supervise_every_seconds": 5}  # fmt: skip
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, ops=cfg)
+    ops = Operations.load(str(world.config))
+    command = [SCALPER, "ops", "serve", "--config", str(world.config)]
+    with open(tmp_path / "serve.log", "wb") as log:
+        serving = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=log)
+    started: set[int] = set()
+    try:
+        wait_for(lambda: bool(supervised_workers(ops)), 240)
+        started = descendants(serving.pid) | supervised_workers(ops)
+        assert server_answers(ops.cfg)
+        os.kill(serving.pid, signal.SIGINT)
+        assert serving.wait(60) == 130
+        wait_for(lambda: not any(alive(pid) for pid in started), 30)
+        assert not server_answers(ops.cfg) and not running_workers(ops.settings.run_dir)
+    finally:
+        for pid in {serving.pid, *started}:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "stream worker supervision on" in (tmp_path / "serve.log").read_text()
+
+
+def scalper_isolated(world: OpsWorld, user_home: Path, *args: str) -> subprocess.CompletedProcess:
+    """A command as a user with Prefect settings of their own (a profile pointing at another
+    API, an API URL in the environment), which the operations must neither use nor change."""
+    profiles = user_home / ".prefect" / "profiles.toml"
+    profiles.parent.mkdir(parents=True)
+    profiles.write_text('active = "elsewhere"\n[profiles.elsewhere]\n'
+                        'PREFECT_API_URL = "http://127.0.0.1:9/api"\n')  # fmt: skip
+    env = {
+        **os.environ,
+        "HOME": str(user_home),
+        "SCALPER_HOME": str(world.home),
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+        "PREFECT_PROFILE": "elsewhere",
+    }
+    for name in ("PREFECT_HOME", "PREFECT_PROFILES_PATH"):
+        env.pop(name, None)
+    proc = subprocess.run([SCALPER, *args, "--config", str(world.config)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert sorted(p.name for p in profiles.parent.iterdir()) == ["profiles.toml"]
+    assert "elsewhere" in profiles.read_text()
+    return proc
+
+
+def test_ops_run_runs_a_flow_once_on_the_local_server(world: OpsWorld, tmp_path: Path) -> None:
+    port = int(PREFECT_API_URL.value().rsplit(":", 1)[1].split("/")[0])
+    config = yaml.safe_load(world.config.read_text())
+    config["ops"]["prefect_port"] = port
+    world.config.write_text(yaml.safe_dump(config))
+    proc = scalper_isolated(world, tmp_path / "user", "ops", "run", "daily-summary")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert Path(summary["page"]).is_file() and Path(summary["page"]).is_relative_to(world.home)
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows()}
+        runs = [r for r in client.read_flow_runs() if flows[r.flow_id] == "daily-summary"]
+    assert any(r.parameters == {"config": str(world.config)} for r in runs)
+
+
+@pytest.mark.slow
+def test_ops_run_runs_a_flow_once_without_a_server(world: OpsWorld, tmp_path: Path) -> None:
+    """No server answers at `ops.prefect_port`: Prefect's temporary one, in the data directory."""
+    config = yaml.safe_load(world.config.read_text())
+    config["ops"]["prefect_port"] = free_port()
+    world.config.write_text(yaml.safe_dump(config))
+    proc = scalper_isolated(world, tmp_path / "user", "ops", "run", "session-open")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["action"] == "none"
+    assert (world.home / "prefect" / "prefect.db").is_file()
+    assert json.loads((world.home / "state" / "ops-day.json").read_text())["worker_restarts"] == 0
+
+
+def test_ops_run_knows_every_flow() -> None:
+    assert set(FLOW_NAMES) == set(FLOWS)
+    proc = run("ops", "run", "no-such-flow")
+    assert proc.returncode == 2 and "invalid choice: 'no-such-flow'" in proc.stderr
