@@ -380,9 +380,10 @@ class QualityConfig(Section):
 class ResearchConfig(Section):
     """Nightly research: the windows, the sweep grid, walk-forward and the go-live gate.
 
-    The grid axes are lists; every combination is run except those the strategy's own rules refuse
-    (exit_z >= entry_z), which are skipped and counted. The gate thresholds apply to out-of-sample
-    results only, because the in-sample figures of an optimized set flatter it by construction.
+    The grid axes are lists; every combination is run except those this configuration would
+    refuse in its mode (`refusals`: exit_z >= entry_z, in live mode no stop, ...), which are
+    excluded and reported with the reason. The gate thresholds apply to out-of-sample results
+    only, because the in-sample figures of an optimized set flatter it by construction.
     """
 
     backtest_sessions: int = setting(60, ge=1)  # nightly backtest and sweep: the last N sessions
@@ -924,7 +925,8 @@ _CAPITAL_TICKS_PER_CONTRACT = 400
 (about 2% of the S&P 500, a bad day), i.e. $500 per MES contract."""
 
 
-def _is_paper_account(account: str) -> bool:
+def is_paper_account(account: str) -> bool:
+    """True for an IB paper-trading account id (DU..., DF...): no real money behind it."""
     return account.upper().startswith(_IB_PAPER_ACCOUNT_PREFIXES)
 
 
@@ -937,7 +939,7 @@ def _real_money_from_paper_mode(cfg: Config) -> Iterator[_Issue]:
     if broker.port in _IB_LIVE_PORTS:
         why = f"is the {_IB_LIVE_PORTS[broker.port]} port but broker.mode is paper"
         yield _Issue("broker.port", broker.port, why + live_switch)
-    if broker.account and not _is_paper_account(broker.account):
+    if broker.account and not is_paper_account(broker.account):
         why = "is a live IB account (paper accounts start with DU) but broker.mode is paper"
         yield _Issue("broker.account", broker.account, why + live_switch)
 
@@ -954,7 +956,7 @@ def _live_requirements(cfg: Config) -> Iterator[_Issue]:
     if not broker.account:
         why = "live mode needs the IB account id, so orders cannot land in another account"
         yield _Issue("broker.account", broker.account, why)
-    elif _is_paper_account(broker.account):
+    elif is_paper_account(broker.account):
         yield _Issue("broker.account", broker.account, "is an IB paper account (DU...)")
     if cfg.risk.stop_loss_ticks == 0:
         why = "no protective stop: an open position's loss is unbounded between bars"

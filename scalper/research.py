@@ -35,6 +35,11 @@ the stitched out-of-sample results pass every threshold of the `research` sectio
 an eligible set, every fold traded enough out-of-sample, Sharpe and profit factor are high enough,
 the drawdown small enough, and the objective did not degrade too much from in-sample to
 out-of-sample. Every check is reported, passed or not, so the verdict always says why.
+
+**The configuration's own rules.** A set is only worth researching if the trading day can load
+it: the grid leaves out every combination the configuration would refuse in its mode, by the
+loader's own rules (`config.refusals`: in live mode no stop, a stop beyond the daily loss limit,
+...), and reports which and why; the gate checks its recommendation against them once more.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from scalper.errors import DataError, ScalperError
 from scalper.files import atomic_write
 from scalper.paths import subdir, subdir_path
 from scalper.progress import Progress
+from scalper.store import raw_source
 
 METRICS = (
     "trades", "net_pnl", "win_rate", "profit_factor", "max_drawdown", "max_drawdown_pct",
@@ -737,7 +743,7 @@ def write_approved_params(
     path: str | Path,
     *,
     symbol: str,
-    data_source: DataSource | None,
+    data_source: str | None,
     run_id: str | None = None,
 ) -> bool:
     """Writes `path` (configuration overrides) only when the gate passed; returns whether it did.
@@ -765,6 +771,14 @@ def write_approved_params(
     return True
 
 
+def stored_data_source(symbol: str, wf: WalkForwardResult) -> str:
+    """The source that delivered the raw days behind the walk-forward's sessions (recorded by
+    the store as each day was stored, `scalper.store.raw_source`), whatever the configuration
+    says now; a session opens the evening before its date, so its first UTC day is that one."""
+    first, last = wf.span
+    return raw_source(symbol, first - timedelta(days=1), last)
+
+
 TRADABLE_SOURCES: tuple[DataSource, ...] = ("file", "ibkr")
 """Data sources whose approvals may be traded: market data, never the simulator."""
 
@@ -773,7 +787,7 @@ def approval_provenance(
     wf: WalkForwardResult,
     cfg: Config,
     symbol: str,
-    data_source: DataSource | None,
+    data_source: str | None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """Where an approval came from: the data (source, symbol, first and last session), the
@@ -981,7 +995,7 @@ class ResearchRun:
     sweep: pl.DataFrame | None = None
     walk_forward: WalkForwardResult | None = None
     verdict: GateVerdict | None = None
-    data_source: DataSource | None = None  # where the bars came from (None: not known)
+    data_source: str | None = None  # where the bars came from (`stored_data_source`; None: unknown)
     excluded: tuple[Excluded, ...] = ()  # grid sets the configuration's rules refused
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -562,6 +563,33 @@ def test_a_client_id_in_use_is_one_clear_error(
     make_broker()
     with pytest.raises(ScalperError, match="client id in use"):
         IbkrBroker(ledger, {SYMBOL: session_params()}, broker_config(gateway), connect_attempts=1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"mode": "live"}, "is a paper-trading login but broker.mode is live"),
+        ({"account": "DU0000001"}, "does not serve broker.account"),
+    ],
+)
+def test_a_trader_refuses_a_gateway_logged_into_the_wrong_account(
+    changes: dict[str, Any], needle: str, gateway: FakeGateway, ledger: Ledger
+) -> None:
+    # The port says nothing about the login behind it: the gateway's accounts decide.
+    config = replace(broker_config(gateway), **changes)
+    with pytest.raises(ScalperError, match=re.escape(needle)) as info:
+        IbkrBroker(ledger, {SYMBOL: session_params()}, config, connect_attempts=1)
+    assert ACCOUNT not in str(info.value)
+
+
+def test_paper_mode_refuses_a_gateway_logged_into_a_live_account(
+    market: FakeMarket, clock: ManualClock, ledger: Ledger
+) -> None:
+    with FakeGateway(market, clock=clock.now, account="U7654321") as live_login:
+        paper = BrokerConfig(kind="ibkr", port=live_login.port, client_id=11)
+        with pytest.raises(ScalperError, match=r"live IB account but broker\.mode is paper"):
+            IbkrBroker(ledger, {SYMBOL: session_params()}, paper, connect_attempts=1)
+        assert live_login.received(In.PLACE_ORDER) == []
 
 
 def test_connectivity_codes_as_states() -> None:

@@ -6,6 +6,11 @@ common first-day problem, and ib_async reports it as a raw socket exception or a
 what to check — including IB's error 326 (the client id is taken by another connection), which
 ib_async only reports as a timeout.
 
+A trading connection also checks what the gateway is logged into, not only the port it listens
+on (a port number is a convention, IB Gateway can serve a live login on 4002): a live account
+behind a paper-mode configuration, a paper login behind a live one, or a gateway that does not
+serve `broker.account` is refused before any order can go out.
+
 The account id is a secret: it is never logged or shown by this package, and
 `hide_account_in_logs` keeps ib_async's own log lines (which print positions and orders with
 their account) from showing it either.
@@ -18,7 +23,7 @@ import logging
 
 from ib_async import IB
 
-from scalper.config import BrokerConfig
+from scalper.config import BrokerConfig, is_paper_account
 from scalper.errors import ScalperError
 
 CONNECT_TIMEOUT = 10.0
@@ -73,7 +78,22 @@ async def connect_async(
             f"cannot connect to IB Gateway/TWS at {where} (client id {chosen}): {reason}; "
             "is it running, with the API enabled on that port and the client id free?"
         ) from None
+    wrong = None if readonly else _served_account_problem(broker, ib.managedAccounts())
+    if wrong:
+        ib.disconnect()
+        raise ScalperError(f"IB Gateway/TWS at {where} {wrong}; no order was sent")
     return ib
+
+
+def _served_account_problem(broker: BrokerConfig, accounts: list[str]) -> str | None:
+    """Why a trading connection must not use a gateway serving `accounts`, or None."""
+    if broker.account and broker.account not in accounts:
+        return "does not serve broker.account (it is logged into another account)"
+    if not broker.is_live and not all(is_paper_account(a) for a in accounts):
+        return "is logged into a live IB account but broker.mode is paper: orders would be real"
+    if broker.is_live and all(is_paper_account(a) for a in accounts):
+        return "is a paper-trading login but broker.mode is live: orders would not be real"
+    return None
 
 
 def _reason(exc: BaseException) -> str:
