@@ -112,7 +112,7 @@ def _days(bars: pl.DataFrame) -> tuple:
     return days.min(), days.max()
 
 
-def test_off_tick_prices_are_one_warning_in_a_backtest(
+def test_off_tick_prices_are_one_warning_in_a_backtest_and_refuse_a_replay(
     tmp_path: Path, start_stamped: pl.DataFrame, capsys: pytest.CaptureFixture[str]
 ) -> None:
     nudged = pl.when(pl.int_range(pl.len()) % 100 == 7).then(pl.col("high") + 0.1)
@@ -122,6 +122,10 @@ def test_off_tick_prices_are_one_warning_in_a_backtest(
     lines = capsys.readouterr().err.strip().splitlines()
     (warning,) = [line for line in lines if "tick grid" in line]
     assert warning.startswith(f"warning: {data}: 191 of 19,083 bars have prices off the 0.25")
+    # A replay feeds the live path, where such a bar is a dead letter: refused before Kafka.
+    error = one_line_error(["stream", "replay", "--data", str(data)], capsys)
+    assert "191 of 19,083 bars have prices off the 0.25" in error
+    assert error.endswith("; the live worker refuses such bars")
 
 
 def test_time_stamp_options_without_a_file_are_an_error(
