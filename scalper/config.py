@@ -1008,6 +1008,29 @@ def _risk_hazards(cfg: Config) -> Iterator[_Issue]:
         why = "not in the instruments table: tick_size and point_value are unverified"
         yield _Issue("instrument.symbol", cfg.instrument.symbol, why)
     yield from _half_telegram(cfg.alerts)
+    yield from _early_flatten_too_late(cfg)
+
+
+def _early_flatten_too_late(cfg: Config) -> Iterator[_Issue]:
+    """On an early close `E` the engine decides the flatten at `E − early_flatten_minutes` and it
+    fills at the next bar's open, and the watchdog looks `ops.eod_grace_seconds` later: both must
+    come before `E`, or the position rides over the holiday (SPEC §4.9)."""
+    s = cfg.session
+    if s.calendar is None and not s.early_closes:
+        return
+    lead = s.early_flatten_minutes * 60
+    if lead < cfg.strategy.bar_seconds:
+        why = (
+            f"less than one {cfg.strategy.bar_seconds}-second bar before an early close: the "
+            "flatten would fill after the market closed"
+        )
+        yield _Issue("session.early_flatten_minutes", s.early_flatten_minutes, why)
+    elif cfg.ops.eod_grace_seconds >= lead:
+        why = (
+            f"not below session.early_flatten_minutes ({s.early_flatten_minutes} min): on an "
+            "early close the EOD watchdog would look after the market closed"
+        )
+        yield _Issue("ops.eod_grace_seconds", cfg.ops.eod_grace_seconds, why)
 
 
 def _half_telegram(alerts: AlertsConfig) -> Iterator[_Issue]:

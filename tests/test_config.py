@@ -841,3 +841,24 @@ def test_early_closes_take_unquoted_and_quoted_dates(tmp_path: Path) -> None:
 def test_calendar_settings_are_checked(tmp_path: Path, session: str, expected: str) -> None:
     message = error_of(tmp_path, f"session: {session}\n")
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("session", "ops", "key"),
+    [
+        ({"early_flatten_minutes": 0, "early_entry_end_minutes": 0}, {},
+         "session.early_flatten_minutes = 0: less than one 60-second bar before an early close"),
+        ({"early_flatten_minutes": 2, "early_entry_end_minutes": 5}, {},
+         "ops.eod_grace_seconds = 120: not below session.early_flatten_minutes (2 min)"),
+        ({}, {"eod_grace_seconds": 600},
+         "ops.eod_grace_seconds = 600: not below session.early_flatten_minutes (10 min)"),
+    ],
+)  # fmt: skip
+def test_a_flatten_or_watch_after_an_early_close_is_a_hazard(
+    session: dict[str, Any], ops: dict[str, Any], key: str
+) -> None:
+    overrides = {"session": {"calendar": "CME_Equity", **session}, "ops": ops}
+    (warning,) = config_from_dict(overrides, "paper.yaml", env={}).warnings
+    assert warning.startswith(f"paper.yaml: {key}")
+    message = error_from_dict(merged(LIVE, overrides))
+    assert key in message and "refused in live mode" in message
