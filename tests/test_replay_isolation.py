@@ -24,7 +24,13 @@ import yaml
 
 from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import admin_client, publish, read_topic
-from scalper.kafka.messages import DeadLetter, decode_dead_letter, encode_bar
+from scalper.kafka.messages import (
+    Control,
+    DeadLetter,
+    decode_dead_letter,
+    encode_bar,
+    encode_control,
+)
 from scalper.kafka.topics import LIVE
 from scalper.ledger import Ledger
 from scalper.live.settings import LiveSettings
@@ -97,7 +103,7 @@ def ledger_activity(path: Path) -> tuple[list[Any], list[Any]]:
         ledger.close()
 
 
-def age_letters(bootstrap: str, offset: int) -> list[DeadLetter]:
+def dead_letters(bootstrap: str, offset: int) -> list[DeadLetter]:
     """The dead letters of the live `bars.MES` message at `offset`."""
     letters = [decode_dead_letter(r.value) for r in read_topic(bootstrap, LIVE.dead_letter)]
     return [
@@ -128,14 +134,17 @@ def test_a_replay_reaches_no_live_worker_and_history_is_dead_lettered_for_its_ag
     finally:
         admin.close()
 
+    # History straight to the live topic, and a replay's end marker (which would flatten).
     old_bar = bars_of(case_bars(CASE).head(1), "MES")[0]
     offset = end_offsets(ib_live.bootstrap, [LIVE.bars("MES")])[(LIVE.bars("MES"), 0)]
-    publish(ib_live.bootstrap, LIVE.bars("MES"), [encode_bar(old_bar)])
-    eventually(lambda: len(age_letters(ib_live.bootstrap, offset)) == 2, "two dead letters")
-    for letter in age_letters(ib_live.bootstrap, offset):
-        assert (
-            letter.reason.startswith("bar age: ") and "max_bar_age_seconds = 300" in letter.reason
-        )
+    end = encode_control(Control("end_of_data", "MES"))
+    publish(ib_live.bootstrap, LIVE.bars("MES"), [encode_bar(old_bar), end])
+    age = "bar age: the bar at 20"
+    limit = "beyond stream.max_bar_age_seconds = 300"
+    for at, why in [(offset, (age, limit)), (offset + 1, ("a live market has no end of data",))]:
+        eventually(lambda at=at: len(dead_letters(ib_live.bootstrap, at)) == 2, "dead letters")
+        for letter in dead_letters(ib_live.bootstrap, at):  # one from each live worker
+            assert all(needle in letter.reason for needle in why), letter.reason
 
     for ledger in (home / "stream" / "ledger.sqlite", ib_live.ledger_path):
         assert ledger_activity(ledger) == ([], []), ledger

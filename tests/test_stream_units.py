@@ -254,10 +254,12 @@ def test_commands_for_all_symbols_fan_out_and_misplaced_ones_are_dead_letters() 
     ]:
         (out,) = decode(topic, 0, 1, b"MES", value)
         assert out[0] == DEAD_LETTER, value
-    marker = decode(
-        LIVE.bars("MES"), 0, 3, b"MES", encode_control(Control("end_of_data", "MES"))[1]
-    )
-    assert isinstance(marker[0], Inbound)
+    end = encode_control(Control("end_of_data", "MES"))[1]
+    replay = Namespace.of_replay("r1")
+    (marker,) = Decoder(["MES"], replay)(replay.bars("MES"), 0, 3, b"MES", end)
+    assert isinstance(marker, Inbound)
+    (letter,) = decode(LIVE.bars("MES"), 0, 3, b"MES", end)  # a live market never ends
+    assert letter[0] == DEAD_LETTER and b"a live market has no end of data" in letter[2]
 
 
 def test_a_price_too_large_for_a_float_is_a_dead_letter_not_a_crash() -> None:

@@ -6,9 +6,11 @@ need the previous bar (order, duplicates) belong to the trader, which has it.
 
 `bars.<symbol>` carries that symbol's bars and, after the last bar of a replayed file, the
 `end_of_data` command: in-band, because only within one partition does Kafka keep a message
-behind the bars before it. `control` carries operator commands; `*` addresses every symbol.
-The topics are those of the worker's namespace (`scalper.kafka.topics`), and each message keeps
-the time Kafka stamped it with, by which a live trader judges a bar's age.
+behind the bars before it. Only a replay's data ends: on a live topic the marker is a dead letter,
+as acting on it would trade the open bucket as a bar and close the position at a stale price.
+`control` carries operator commands; `*` addresses every symbol. The topics are those of the
+worker's namespace (`scalper.kafka.topics`), and each message keeps the time Kafka stamped it
+with, by which a live trader judges a bar's age.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Decoder:
         self._symbols = tuple(symbols)
         self._bars_topics = {namespace.bars(symbol): symbol for symbol in self._symbols}
         self._control = namespace.control
+        self._live = namespace.is_live
 
     def __call__(
         self,
@@ -92,6 +95,8 @@ class Decoder:
                 f"command {control.command} for {control.symbol} on {topic}: only "
                 f"{END_OF_DATA} for {symbol} travels with the bars"
             )
+        if self._live:
+            return f"{END_OF_DATA} on {topic}: a live market has no end of data, only a replay"
         return Inbound(symbol, control, value, topic, partition, offset)
 
     def _command(
