@@ -103,7 +103,7 @@ def raw_bars(
         cfg = scalper_config.load()
         for product, days in requested_days(context).items():
             bars, origin = bar_source.fetch(cfg, product, days[0], days[-1])
-            frames.update(store_raw(bars, product, days))
+            frames.update(store_raw(bars, product, days, source=cfg.data.source))
             origins.append(origin)
     metadata = bars_metadata(frames, "raw", context)
     metadata["source"] = MetadataValue.text("; ".join(origins))
@@ -235,7 +235,7 @@ def verdict_metadata(
     plot = plot_quality(frames[main], results[main])
     return {
         "quarantined": MetadataValue.int(sum(v["quarantined"] for v in verdicts)),
-        "failed": MetadataValue.int(sum(v["failed"] for v in verdicts)),
+        "warned": MetadataValue.int(sum(v["warned"] for v in verdicts)),
         "verdicts": MetadataValue.md("\n".join(rows)),
         "data_docs": MetadataValue.path(str(docs)),
         **image_metadata(plot, "quality_plot"),

@@ -65,6 +65,7 @@ from scalper.research import (
     read_recent_sessions,
     run_sweep,
     session_dates,
+    stored_data_source,
 )
 from scalper.research import walk_forward as run_walk_forward
 
@@ -168,7 +169,7 @@ def recommended_params(
         sweep=param_sweep,
         walk_forward=walk_forward,
         verdict=verdict,
-        data_source=cfg.data.source,  # the store holds what the configured source delivered
+        data_source=stored_data_source(cfg.instrument.symbol, walk_forward),
         excluded=walk_forward.excluded,
     )
     published = publish(run, cfg, origin="dagster", approved_to=approved_params_path())

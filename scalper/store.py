@@ -6,6 +6,7 @@ and DuckDB read it as one dataset and prune partitions from a date filter)::
     symbol=MES/date=2024-06-10/bars.parquet         the day's bars (BAR_SCHEMA + extras)
     symbol=MES/date=2024-06-10/quarantine.parquet   rows set aside by validation, with `reason`
     symbol=MES/date=2024-06-10/status.json          the validation record of the day
+    symbol=MES/date=2024-06-10/origin.json          raw stage: the source that delivered the day
 
 A "symbol" is a series name: a product (`MES`, a continuous series) or one contract (`ESZ3`).
 A day is the UTC date of the bars' `ts`, so a partition never depends on session rules that might
@@ -62,6 +63,9 @@ from scalper.progress import track
 BARS_FILE = "bars.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 STATUS_FILE = "status.json"
+ORIGIN_FILE = "origin.json"
+"""Which source delivered a raw day (`simulator`, `file`, `ibkr`): what research records as the
+provenance of the parameters it approves, so simulated days can never pass for market data."""
 STATUS_COUNTS = ("validated", "failed", "quarantined")
 """Counts every status record holds (rows that passed, problems not set aside, rows set aside)."""
 
@@ -97,19 +101,47 @@ def write_bars_partitioned(
     root: str | Path | None = None,
     *,
     progress: bool | None = None,
+    source: str | None = None,
 ) -> list[date]:
     """Store `df` as `symbol`, one file per UTC day; each day in `df` replaces that stored day.
 
     `df` holds `BAR_SCHEMA` columns and any extras (e.g. `contract`); a `symbol` column, if any,
     must equal `symbol` and is not stored (it is the partition). Pass whole days: a day's file
-    becomes exactly the rows given for it. Returns the days written, ascending.
+    becomes exactly the rows given for it. `source` (raw days) is recorded as the day's origin
+    (`ORIGIN_FILE`). Returns the days written, ascending.
     """
     frame = _storable(df, symbol)
     by_day = frame.with_columns(utc_day().alias("date")).partition_by("date", as_dict=True)
     days = sorted(by_day)
     for key in track(days, f"store {symbol}", unit="days", enabled=progress):
-        _replace_day(partition_dir(symbol, key[0], root), by_day[key].drop("date"))
+        folder = partition_dir(symbol, key[0], root)
+        _replace_day(folder, by_day[key].drop("date"))
+        if source is not None:
+            with atomic_write(folder / ORIGIN_FILE) as fh:
+                fh.write(json.dumps({"source": source}).encode())
     return [key[0] for key in days]
+
+
+def raw_source(product: str, first: date, last: date) -> str:
+    """The source that delivered the raw days `first` … `last` of `product` (its contracts
+    too): one name, `unknown` (nothing recorded: stored before origins were, or none stored)
+    or `mixed: a, b`. Research records it in the provenance of what it approves."""
+    root = stage_root("raw")
+    found = set()
+    for series in stored_series(product, "raw"):
+        for day in partitions(series, root):
+            if first <= day <= last:
+                found.add(_origin(partition_dir(series, day, root)))
+    if len(found) == 1:
+        return found.pop()
+    return f"mixed: {', '.join(sorted(found))}" if found else "unknown"
+
+
+def _origin(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / ORIGIN_FILE).read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
 
 
 def read_range(
@@ -217,13 +249,14 @@ def replace_days(
     stage: Stage,
     *,
     progress: bool | None = False,
+    source: str | None = None,
 ) -> None:
     """Make `days` of `product` in a stage hold exactly `frames` (series → bars): each series'
     days are replaced, and the days a series no longer has are deleted, so a re-run never leaves
-    stale bars (or a stale "validated" flag) behind."""
+    stale bars (or a stale "validated" flag) behind. `source`: as `write_bars_partitioned`."""
     root = stage_root(stage)
     written = {
-        name: set(write_bars_partitioned(bars, name, root, progress=progress))
+        name: set(write_bars_partitioned(bars, name, root, progress=progress, source=source))
         for name, bars in frames.items()
     }
     for name in stored_series(product, stage):
@@ -232,13 +265,19 @@ def replace_days(
 
 
 def store_raw(
-    bars: pl.DataFrame, product: str, days: Sequence[date], *, progress: bool | None = False
+    bars: pl.DataFrame,
+    product: str,
+    days: Sequence[date],
+    *,
+    source: str,
+    progress: bool | None = False,
 ) -> dict[str, pl.DataFrame]:
     """Store a source's bars of `product` as the raw stage's `days` (the bars outside them are
-    not stored); returns the series stored. The one way bars enter the pipeline, from the
-    `raw_bars` asset and from `scalper data simulate|import` alike."""
+    not stored), recording `source` (`simulator`, `file`, `ibkr`) as each day's origin; returns
+    the series stored. The one way bars enter the pipeline, from the `raw_bars` asset and from
+    `scalper data simulate|import` alike."""
     series = by_series(bars.filter(utc_day().is_in(days)), product)
-    replace_days(series, product, days, "raw", progress=progress)
+    replace_days(series, product, days, "raw", progress=progress, source=source)
     return series
 
 
@@ -394,5 +433,6 @@ def _replace_day(folder: Path, bars: pl.DataFrame) -> None:
     stale "validated" record over new bars."""
     make_folder(folder)  # the first write creates the store: a bad data directory is one line
     (folder / STATUS_FILE).unlink(missing_ok=True)
+    (folder / ORIGIN_FILE).unlink(missing_ok=True)  # its writer records the new bars' source
     (folder / QUARANTINE_FILE).unlink(missing_ok=True)
     write_bars(bars, folder / BARS_FILE)

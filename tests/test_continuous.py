@@ -105,10 +105,29 @@ def test_back_adjusted_real_roll(lean_2013: pl.DataFrame) -> None:
 
 
 @needs_real_data
-def test_back_adjustment_needs_both_contracts_at_the_roll(lean: pl.DataFrame) -> None:
-    """Between 2013-12-20 (ESH4) and 2020-01-05 (ESH0) there is no data: no gap to measure."""
-    with pytest.raises(DataError, match="cannot back-adjust the roll ESH4 → ESH0 at 2020-01-05"):
-        continuous(lean, "ES", adjust="back")
+def test_a_contract_change_across_a_hole_in_the_history_is_left_as_it_is(
+    lean: pl.DataFrame,
+) -> None:
+    """Between 2013-12-20 (ESH4, expired 2014-03-21) and 2020-01-05 (ESH0) there is no data:
+    nothing traded at one time, so there is no roll gap to measure; the change is the hole's
+    price change, like a weekend's, and the ESZ3 → ESH4 roll of 2013 is adjusted as before."""
+    unadjusted = continuous(lean, "ES")
+    back = continuous(lean, "ES", adjust="back")
+    for later in ("ESH0", "ESH4"):
+        assert back.filter(contract=later).equals(unadjusted.filter(contract=later))
+    old = unadjusted.filter(contract="ESZ3").with_columns(pl.col(PRICE_COLUMNS) - 6.25)
+    assert back.filter(contract="ESZ3").equals(old)
+
+
+@needs_real_data
+def test_back_adjustment_needs_both_contracts_at_a_roll(lean_2013: pl.DataFrame) -> None:
+    """ESZ3 still trading at the switch, but no bar time at which both have bars: the gap
+    cannot be measured, and an unadjusted jump is no answer while ESZ3 had not expired."""
+    switch = pl.col("ts") >= utc_ns("2013-12-18T00:00:00")
+    apart = pl.when(pl.col("contract") == "ESZ3").then(~switch).otherwise(switch)
+    without = lean_2013.filter(apart | ~pl.col("contract").is_in(["ESZ3", "ESH4"]))
+    with pytest.raises(DataError, match="cannot back-adjust the roll ESZ3 → ESH4 at 2013-12-18"):
+        continuous(without, "ES", adjust="back")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +213,7 @@ def test_the_stored_series_is_built_from_validated_days_only(
     home: Path, path: pl.DataFrame
 ) -> None:
     bars = contracts(path, {"MESH4": 0.0, "MESM4": 12.5})
-    store.store_raw(bars, "MES", ROLL_WEEK)
+    store.store_raw(bars, "MES", ROLL_WEEK, source="file")
     with pytest.raises(UnvalidatedBars) as refused:
         build_continuous({"MES": ROLL_WEEK}, 8)
     assert str(refused.value).startswith(
@@ -233,7 +252,7 @@ def test_a_back_adjustment_reads_the_contract_rolled_from_on_the_roll_day(
     home: Path, path: pl.DataFrame
 ) -> None:
     bars = contracts(path, {"MESH4": 0.0, "MESM4": 12.5})
-    store.store_raw(bars, "MES", ROLL_WEEK)
+    store.store_raw(bars, "MES", ROLL_WEEK, source="file")
     mark_validated("MES", ROLL_WEEK)
     series = build_continuous({"MES": ROLL_WEEK}, 8)["MES"]
     roll_day = date(2024, 3, 6)
@@ -247,7 +266,7 @@ def test_a_back_adjustment_reads_the_contract_rolled_from_on_the_roll_day(
 def test_a_single_series_is_its_own_continuous_series(home: Path, path: pl.DataFrame) -> None:
     """A product stored as one series (the simulator) is its own series, contract `MES`; a
     front series that names its contracts (an IBKR front download) keeps their names."""
-    store.store_raw(path, "MES", ROLL_WEEK)
+    store.store_raw(path, "MES", ROLL_WEEK, source="file")
     mark_validated("MES", ROLL_WEEK)
     series = build_continuous({"MES": ROLL_WEEK}, 8)["MES"]
     assert set(series["contract"]) == {"MES"}

@@ -27,6 +27,7 @@ from quality.bars_suite import with_helper_columns
 from quality.store_days import day_summary, validate_stored_days
 from scalper import store
 from scalper.bars import read_bars, write_bars
+from scalper.calendar import ExchangeSchedule
 from scalper.cli import main
 from scalper.config import Config
 from scalper.simulate import simulate_bars
@@ -71,7 +72,7 @@ def test_simulated_market_passes_every_expectation(week: pl.DataFrame) -> None:
     result = check(week)
     assert result.success, result.summary()
     assert result.failing_rows.is_empty()
-    assert len(result.outcomes) == 33  # 7 schema + 26 content expectations, all evaluated
+    assert len(result.outcomes) == 36  # 7 schema + 29 content expectations, all evaluated
     good, quarantined = split_quarantine(week, result)
     assert good.equals(week)
     assert quarantined.is_empty() and "reason" in quarantined.columns
@@ -84,7 +85,7 @@ def test_one_second_bars_of_a_session_pass(day: pl.DataFrame) -> None:
 
 
 def test_weekend_and_daily_break_are_not_gaps(week: pl.DataFrame) -> None:
-    helpers = with_helper_columns(week, tick_size=TICK, session=CFG.session)
+    helpers = with_helper_columns(week, tick_size=TICK, schedule=ExchangeSchedule())
     step = helpers["ts"].diff()
     new_session = step > 60 * 1_000_000_000
     assert new_session.sum() == 4  # three daily breaks and one weekend (DST changed over it)
@@ -165,7 +166,7 @@ DEFECTS: dict[str, tuple[Callable[[pl.DataFrame], tuple[pl.DataFrame, list[int]]
     "duplicate ts": (duplicate_ts, "ts_unique", "duplicate ts"),
     "unsorted ts": (unsorted_ts, "ts_increasing", "ts before the previous bar's"),
     "Saturday bar": (saturday_bar, "session_on_weekday", "outside the Globex week"),
-    "bar in the break": (bar_in_daily_break, "outside_daily_break", "17:00–18:00"),
+    "bar in the break": (bar_in_daily_break, "outside_daily_break", "inside the daily break"),
     "zero-volume jump": (zero_volume_jump, "no_unbacked_jump", "over 40 ticks without volume"),
 }
 
@@ -186,19 +187,23 @@ def test_each_defect_fails_its_expectation_and_quarantines_the_bad_bars(
     assert check(good).success, "what is left after the quarantine is clean"
 
 
-def test_a_hole_in_the_session_fails_the_day_but_quarantines_no_sound_bar(
+def test_a_hole_in_the_session_is_a_warning_that_quarantines_nothing(
     day: pl.DataFrame,
 ) -> None:
     bars = pl.concat([day.head(600), day.slice(620)])  # 20 one-minute bars missing
     result = check(bars)
     assert failed_rules(result) == {"no_long_gap"}
     (gap,) = result.failures
+    assert gap.severity == "warning" and result.warnings == (gap,)
     assert gap.examples == (20.0,) and gap.rows == (600,)  # the first bar after the hole
+    assert result.success  # missing data is not wrong data: the frame is usable
     assert result.failing_rows["quarantined"].to_list() == [False]
-    assert (result.quarantined, result.unresolved) == (0, 1)
+    assert (result.quarantined, result.warned) == (0, 1)
     good, quarantined = split_quarantine(bars, result)
     assert good.equals(bars) and quarantined.is_empty()
-    assert result.to_dict()["failed"] == 1  # the store then refuses the day
+    assert result.summary() == (
+        "test: OK with warnings, 1,360 bars; more than 5 min of session missing before this bar (1)"
+    )
 
 
 @settings(
@@ -242,10 +247,11 @@ def test_result_as_plain_data_and_one_line_summary(day: pl.DataFrame) -> None:
     bars, _ = negative_volume(day)
     result = check(bars)
     data = json.loads(json.dumps(result.to_dict()))
-    assert (data["validated"], data["failed"], data["quarantined"]) == (day.height - 1, 0, 1)
+    assert (data["validated"], data["warned"], data["quarantined"]) == (day.height - 1, 0, 1)
     assert data["failures"] == [
         {
             "rule": "volume_not_negative",
+            "severity": "error",
             "reason": "volume is negative",
             "unexpected_count": 1,
             "examples": [-5],
@@ -254,7 +260,7 @@ def test_result_as_plain_data_and_one_line_summary(day: pl.DataFrame) -> None:
         }
     ]
     assert "\n" not in result.summary() and "FAILED" in result.summary()
-    assert check(day).summary() == "test: OK, 1,380 bars, 33 expectations met"
+    assert check(day).summary() == "test: OK, 1,380 bars, 36 expectations met"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,36 +268,116 @@ def test_result_as_plain_data_and_one_line_summary(day: pl.DataFrame) -> None:
 
 
 @pytest.mark.skipif(not ES_FRONT.is_file(), reason="real ES data not available")
-def test_real_es_data() -> None:
-    """What the 2013/2020 ES front-month minutes really contain, found by the suite:
+def test_real_es_data_passes_under_the_hours_of_its_own_dates() -> None:
+    """The 2013/2020 ES front-month minutes, checked against the Globex hours of their dates:
 
-    * a 15-minute hole at 16:15–16:30 New York every session (14 of them): the CME equity-index
-      daily trading halt of those years, a real market pause rather than missing data — so the
-      default `max_gap_minutes: 5` flags it and 15 accepts it;
-    * 195 bars at 17:00–17:14 New York on the 13 sessions of 2013, when Globex closed at 17:15:
-      the suite knows today's calendar (close 17:00) and quarantines them; the 2020 session
-      already closes at 17:00;
+    * a 15-minute hole at 16:15–16:30 New York in each of the 14 whole sessions: the daily
+      trading halt of those years (until 2021-06-25), not missing data, so not a gap;
+    * 195 bars at 17:00–17:14 New York on the 13 sessions of 2013: Globex closed at 17:15 then
+      (17:00 since 2021-06-28), so they are real trading, kept;
     * nothing else: OHLC, tick grid, volume, ts order and uniqueness all hold, and no bar moves
       without volume (the file has no zero-volume bar at all).
     """
     bars = read_bars(ES_FRONT)
     result = check(bars, symbol="ES")
-    assert failed_rules(result) == {"outside_daily_break", "no_long_gap"}
-    failing = result.failing_rows.with_columns(
-        local=pl.from_epoch("ts", time_unit="ns")
-        .dt.replace_time_zone("UTC")
-        .dt.convert_time_zone("America/New_York")
+    assert result.success and not result.failures, result.summary()
+    local = pl.from_epoch(bars["ts"], time_unit="ns").dt.replace_time_zone("UTC")
+    local = local.dt.convert_time_zone("America/New_York")
+    assert local.filter(local.dt.time().is_between(time(17), time(17, 14))).len() == 195
+    assert local.dt.time().is_between(time(16, 15), time(16, 29)).sum() == 0  # the halt
+
+    # The same minutes stamped as if they were of today's hours fail exactly where those differ:
+    # the 17:00-17:14 bars fall in today's break; the halt is a 15-minute hole.
+    years = pl.duration(days=7 * 52 * 11)  # 2013 + 11 years of whole weeks: same weekdays
+    moved = bars.filter(local.dt.year() == 2013).with_columns(
+        ts=(pl.from_epoch("ts", time_unit="ns") + years).dt.epoch("ns")
     )
-    in_break = failing.filter(pl.col("quarantined"))
-    assert in_break.height == 195 == result.quarantined
-    assert in_break["local"].dt.year().unique().to_list() == [2013]
-    assert in_break["local"].dt.time().is_between(time(17), time(17, 14)).all()
-    (gap,) = [o for o in result.failures if o.rule == "no_long_gap"]
-    assert gap.unexpected_count == 14 and set(gap.examples) == {15.0}
-    holes = failing.filter(~pl.col("quarantined"))
-    assert holes["local"].dt.time().unique().to_list() == [time(16, 30)]
-    halt_ok = replace(CFG, quality=replace(CFG.quality, max_gap_minutes=15))
-    assert failed_rules(check(bars, halt_ok, "ES")) == {"outside_daily_break"}
+    today = check(moved, symbol="ES")
+    assert failed_rules(today) == {"outside_daily_break", "no_long_gap"}
+    assert today.quarantined == 195
+
+
+def _bars_at(day: date, wall: list[time], session: date) -> pl.DataFrame:
+    """One simulated bar per New York `wall` time of `day`, all in the session `session`."""
+    template = simulate_bars(session, 1, seed=3).head(len(wall))
+    return template.with_columns(ts=pl.Series([new_york_ns(day, t) for t in wall]))
+
+
+@pytest.mark.parametrize(
+    ("session", "wall", "verdict"),
+    [
+        # 2013: Globex traded until 17:15 with a 16:15-16:30 halt
+        (date(2013, 12, 3), time(17, 5), None),
+        (date(2013, 12, 3), time(16, 20), "outside_trading_halt"),
+        (date(2013, 12, 3), time(17, 15), "outside_daily_break"),
+        # the last session of the old hours, and the first of the new (trade date 2021-06-28)
+        (date(2021, 6, 25), time(16, 20), "outside_trading_halt"),
+        (date(2021, 6, 25), time(17, 5), None),
+        (date(2021, 6, 28), time(16, 20), None),
+        (date(2021, 6, 28), time(17, 5), "outside_daily_break"),
+        # until November 2012 the trade date ended at 16:15 and resumed at 16:30 until 17:30,
+        # but the week ended Friday 16:15
+        (date(2012, 11, 14), time(17, 20), None),
+        (date(2012, 11, 14), time(17, 30), "outside_daily_break"),
+        (date(2012, 11, 16), time(16, 30), "outside_daily_break"),
+        (date(2012, 11, 19), time(17, 20), "outside_daily_break"),
+    ],
+)
+def test_the_calendar_check_knows_the_globex_hours_by_date(
+    session: date, wall: time, verdict: str | None
+) -> None:
+    bars = _bars_at(session, [time(15, 0), wall], session)
+    result = check(bars)
+    assert failed_rules(result) == ({verdict} if verdict else set()), result.summary()
+    assert result.quarantined == (1 if verdict else 0)
+
+
+def test_the_halt_is_no_gap_but_a_hole_beside_it_is_a_warning() -> None:
+    """A 2013 session: the 16:15-16:30 halt is not missing data; ten more minutes are."""
+    session = date(2013, 12, 3)
+    minutes = [time(h, m) for h in (15, 16) for m in range(60)]
+    trading = [t for t in minutes if not time(16, 15) <= t < time(16, 30)]
+    assert check(_bars_at(session, trading, session)).success
+    holed = [t for t in trading if not time(16, 30) <= t < time(16, 40)]
+    result = check(_bars_at(session, holed, session))
+    (gap,) = result.failures
+    assert (gap.rule, gap.severity, gap.examples) == ("no_long_gap", "warning", (10.0,))
+    assert result.success and result.quarantined == 0
+
+
+def test_the_calendar_check_uses_the_configured_exchange_calendar() -> None:
+    """SPEC §4.9: no bars on a full holiday, none after an early close, from `session.calendar`
+    with `session.early_closes` winning (the CME's equity close of 2024-11-29 was 13:15)."""
+    wednesday = simulate_bars(date(2024, 1, 10), 1, seed=3)  # a whole session in winter time
+
+    def moved_to(session: date) -> pl.DataFrame:
+        days = (session - date(2024, 1, 10)).days
+        return wednesday.with_columns(pl.col("ts") + days * 86_400 * 1_000_000_000)
+
+    calendar = replace(
+        CFG,
+        session=replace(
+            CFG.session, calendar="CME_Equity", early_closes={date(2024, 11, 29): time(13, 15)}
+        ),
+    )
+    black_friday, christmas = moved_to(date(2024, 11, 29)), moved_to(date(2024, 12, 25))
+    assert check(black_friday).success and check(christmas).success  # no calendar: no holidays
+
+    early = check(black_friday, calendar)
+    assert failed_rules(early) == {"before_early_close"}
+    local = pl.from_epoch(black_friday["ts"], time_unit="ns").dt.replace_time_zone("UTC")
+    after = (
+        local.dt.convert_time_zone("America/New_York")
+        .dt.time()
+        .is_between(time(13, 15), time(18), closed="left")
+    )
+    assert early.quarantined == after.sum() == 225  # 13:15-16:59
+    assert early.failing_rows["ts"].to_list() == black_friday.filter(after)["ts"].to_list()
+
+    holiday = check(christmas, calendar)
+    assert failed_rules(holiday) == {"not_on_holiday"}
+    assert holiday.quarantined == christmas.height
+    assert holiday.failures[0].examples[0] == "2024-12-25"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +427,7 @@ def test_stored_days_are_validated_into_the_validated_stage(
     contracts = pl.concat(
         [day.with_columns(contract=pl.lit("MESM4")), broken.with_columns(contract=pl.lit("MESU4"))]
     )
-    store.store_raw(contracts, "MES", days)
+    store.store_raw(contracts, "MES", days, source="file")
     validated = validate_stored_days({"MES": days}, CFG, data_docs=False)
     assert sorted(validated.results) == ["MESM4", "MESU4"] and not validated.success
     assert validated.results["MESU4"].name == "MESU4 2024-03-12..2024-03-13"
@@ -370,15 +456,20 @@ def test_stored_days_are_validated_into_the_validated_stage(
         f"MESU4 2024-03-13: OK, {rows['MESU4', days[1]]:,} bars",
     ]
 
-    store.store_raw(day.with_columns(contract=pl.lit("MESM4")), "MES", days)  # MESU4 gone
+    gone = day.with_columns(contract=pl.lit("MESM4"))  # MESU4 gone
+    store.store_raw(gone, "MES", days, source="file")
     validate_stored_days({"MES": days}, CFG, data_docs=False)
     assert store.partitions("MESU4", root) == [] and store.partitions("MESM4", root) == days
 
 
-def test_a_day_summary_says_when_a_day_is_unusable() -> None:
-    status = {"rows": 1380, "quarantined": 0, "failed": 1, "problems": {"a hole": 1}}
+def test_a_day_summary_tells_warnings_from_quarantine() -> None:
+    status = {"rows": 1380, "quarantined": 0, "problems": {"a hole": 1}}
     assert day_summary("MES", date(2024, 3, 12), status) == (
-        "MES 2024-03-12: FAILED, 0 of 1,380 bars quarantined; a hole (1); unusable (1 unfixable)"
+        "MES 2024-03-12: OK with warnings, 1,380 bars; a hole (1)"
+    )
+    status = {"rows": 1380, "quarantined": 2, "problems": {"a hole": 1, "bad tick": 2}}
+    assert day_summary("MES", date(2024, 3, 12), status) == (
+        "MES 2024-03-12: FAILED, 2 of 1,380 bars quarantined; a hole (1), bad tick (2)"
     )
 
 

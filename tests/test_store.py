@@ -256,9 +256,9 @@ def test_raw_days_hold_exactly_what_the_source_delivered(home: Path, bars: pl.Da
     """Storing days again replaces them, and drops a series the source no longer delivers on
     them; days outside those asked for are neither stored nor touched."""
     june = bars.with_columns(contract=pl.lit("MESM4"))
-    assert list(store.store_raw(june, "MES", DAYS[:3])) == ["MESM4"]
+    assert list(store.store_raw(june, "MES", DAYS[:3], source="file")) == ["MESM4"]
     assert store.partitions("MESM4", store.stage_root("raw")) == DAYS[:3]
-    store.store_raw(bars.with_columns(contract=pl.lit("MESU4")), "MES", DAYS[1:2])
+    store.store_raw(bars.with_columns(contract=pl.lit("MESU4")), "MES", DAYS[1:2], source="file")
     assert store.stored_series("MES", "raw") == ["MESM4", "MESU4"]
     assert store.partitions("MESM4", store.stage_root("raw")) == [DAYS[0], DAYS[2]]
     assert store.read_days("MESU4", DAYS[1:2], "raw").equals(
@@ -267,6 +267,19 @@ def test_raw_days_hold_exactly_what_the_source_delivered(home: Path, bars: pl.Da
     kept = store.read_days("MESM4", [DAYS[0], DAYS[2]], "raw")
     assert kept.height == day_of(bars, DAYS[0]).height + day_of(bars, DAYS[2]).height
     assert store.stored_series("MES", "validated") == []
+
+
+def test_raw_days_record_the_source_that_delivered_them(home: Path, bars: pl.DataFrame) -> None:
+    """What research records as the provenance of approved parameters: the store's truth, not
+    the configuration's, so simulated days never pass for market data."""
+    assert store.raw_source("MES", DAYS[0], DAYS[-1]) == "unknown"  # nothing stored
+    store.store_raw(bars, "MES", DAYS, source="ibkr")
+    assert store.raw_source("MES", DAYS[0], DAYS[-1]) == "ibkr"
+    store.store_raw(bars, "MES", DAYS[1:2], source="simulator")  # `scalper data simulate`
+    assert store.raw_source("MES", DAYS[0], DAYS[0]) == "ibkr"
+    assert store.raw_source("MES", DAYS[0], DAYS[-1]) == "mixed: ibkr, simulator"
+    store.write_bars_partitioned(day_of(bars, DAYS[2]), "MES", store.stage_root("raw"))
+    assert store.raw_source("MES", DAYS[2], DAYS[2]) == "unknown"  # a writer that did not say
 
 
 def test_day_labels_and_ranges(bars: pl.DataFrame) -> None:

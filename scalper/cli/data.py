@@ -91,7 +91,7 @@ def _simulate(args: argparse.Namespace) -> int:
     symbol = args.symbol or cfg.instrument.symbol
     start = args.start or datetime.now(UTC).date() - timedelta(days=args.days)
     bars = simulate_market(cfg, symbol, start, args.days, seed=args.seed)
-    print(_stored("simulated", bars, symbol))
+    print(_stored("simulated", bars, symbol, "simulator"))
     return 0
 
 
@@ -107,15 +107,15 @@ def _import(args: argparse.Namespace) -> int:
     bars = import_file(args.path, args.format or cfg.data.format, symbol, spec=spec)
     if args.bar_seconds:
         bars = resample(bars, args.bar_seconds)
-    print(_stored("imported", bars, symbol))
+    print(_stored("imported", bars, symbol, "file"))
     return 0
 
 
-def _stored(verb: str, bars: pl.DataFrame, product: str) -> str:
-    """Store a source's bars in the raw stage; the summary line."""
+def _stored(verb: str, bars: pl.DataFrame, product: str, source: str) -> str:
+    """Store a source's bars in the raw stage, recording `source`; the summary line."""
     from scalper.store import stage_root, store_raw
 
-    series = store_raw(bars, product, _days(bars), progress=None)
+    series = store_raw(bars, product, _days(bars), source=source, progress=None)
     contracts = "" if list(series) == [product] else f" of {len(series)} contracts"
     return (
         f"scalper data: {verb} {bars.height:,} {product} bars{contracts}, {_span(bars)}, "

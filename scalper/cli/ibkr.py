@@ -77,7 +77,7 @@ def _download(args: argparse.Namespace) -> int:
         print(f"scalper data: IB has no {symbol} bars for {span} (market closed?); nothing stored")
         return 0
     series = bars.get_column("symbol")[0]
-    days = write_bars_partitioned(bars, series)
+    days = write_bars_partitioned(bars, series, source="ibkr")  # the raw stage: its origin
     contracts = ", ".join(bars.get_column("contract").unique(maintain_order=True))
     print(
         f"scalper data: downloaded {bars.height:,} {series} bars ({contracts}), "

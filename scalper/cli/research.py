@@ -179,10 +179,13 @@ def _publish(run: ResearchRun, cfg: Config, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from scalper.report import publish
+    from scalper.research import stored_data_source
 
-    # --data is a file; the store holds what the configured source (data.source) delivered
-    source = "file" if args.data is not None else cfg.data.source
-    run = replace(run, data_source=source)
+    wf = run.walk_forward  # only a walk-forward approves parameters, and records their source
+    if args.data is not None:
+        run = replace(run, data_source="file")
+    elif wf is not None:
+        run = replace(run, data_source=stored_data_source(run.symbol, wf))
     published: Published = publish(run, cfg, origin="cli", directory=args.out)
     if published.approved is not None:
         print(f"approved parameters: {published.approved}")
