@@ -7,10 +7,13 @@ run found and how serious it is:
 * `schema` (ERROR) — the bar columns exist with their types (suite `bars.schema`);
 * `integrity` (ERROR) — values present, OHLC consistent, prices positive and on the tick grid,
   volume ≥ 0, `ts` unique and increasing, no price jump without volume: bad ticks, set aside;
-* `calendar` (ERROR) — bars inside the Globex week and outside the daily 17:00–18:00 break;
+* `calendar` (ERROR) — bars only when the exchange traded, by the hours of each bar's own date
+  (`scalper.calendar.GLOBEX_EQUITY_HOURS`: the daily break, the 16:15–16:30 halt until 2021) and
+  the configured calendar (`session.calendar`, `session.early_closes`: none on a full holiday,
+  none after an early close): such bars are set aside;
 * `gaps` (WARN) — no hole longer than `quality.max_gap_minutes` inside a session. A hole is
-  missing data, not wrong data, and deferred contracts are full of them; the front contract's
-  holes still make its day unusable, which `continuous_bars` enforces by refusing the day.
+  missing data, not wrong data (deferred contracts are full of them): it is reported, sets no bar
+  aside and leaves the day usable for the continuous series.
 
 Each check's metadata names the failing frames and rules with examples, and links the Data Docs.
 A check passes only when every frame of the run was checked by its rules: rules that could not run
@@ -54,13 +57,23 @@ GROUPS = (
     RuleGroup(
         "calendar",
         AssetCheckSeverity.ERROR,
-        "Bars lie inside the Globex week and outside the daily 17:00-18:00 New York break.",
-        frozenset({"session_on_weekday", "outside_daily_break"}),
+        "Bars only when the exchange traded: inside the Globex week, outside the daily break and "
+        "halt of that date's hours, not on a holiday nor after an early close of the calendar.",
+        frozenset(
+            {
+                "session_on_weekday",
+                "outside_daily_break",
+                "outside_trading_halt",
+                "not_on_holiday",
+                "before_early_close",
+            }
+        ),
     ),
     RuleGroup(
         "gaps",
         AssetCheckSeverity.WARN,
-        "No hole longer than quality.max_gap_minutes inside a session.",
+        "No hole longer than quality.max_gap_minutes inside a session (a warning: no bar is set "
+        "aside, the day stays usable).",
         frozenset({"no_long_gap"}),
     ),
     RuleGroup(

@@ -10,37 +10,41 @@ Two suites, because a frame with missing or mistyped bar columns cannot have hel
 * `bars.schema` — the bar columns exist with the `BAR_SCHEMA` dtypes;
 * `bars.content` — one expectation per defect, each naming the defect in its `meta`.
 
-Values that come from the configuration (`max_gap_minutes`, `max_jump_ticks`, the session length)
-are GX suite parameters, so the suites are built once per process and the values passed per run.
+Values that come from the configuration (`max_gap_minutes`, `max_jump_ticks`) are GX suite
+parameters, so the suites are built once per process and the values passed per run; the exchange's
+hours of each bar's own date (historical halts and closes, holidays, early closes) are helper
+columns, from `scalper.calendar`, the one place that knows them.
+
+**Severity.** An `error` rule flags a bar that is wrong (a bad tick, a bar when the exchange was
+closed): it is quarantined and the rest of its day stays usable. A `warning` flags a place where
+something is missing, not wrong (a hole inside a session: the bars around it are sound): it is
+reported, in the verdict, the status and the `gaps` asset check, and sets nothing aside, because
+no bar is bad and a day with a hole is still a day of real prices.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import time
+from typing import Literal
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import polars as pl
 
-from scalper.bars import BAR_COLUMNS, BAR_SCHEMA, PRICE_COLUMNS
-from scalper.calendar import GLOBEX_CLOSE, with_session_columns
-from scalper.config import SessionConfig
+from scalper.bars import BAR_COLUMNS, BAR_SCHEMA, PRICE_COLUMNS, TICK_TOLERANCE, off_tick_ticks
+from scalper.calendar import ExchangeSchedule, with_exchange_hours
 
 SCHEMA_SUITE = "bars.schema"
 CONTENT_SUITE = "bars.content"
 MAX_GAP = "max_gap_minutes"
 MAX_JUMP = "max_jump_ticks"
-SESSION_MINUTES = "session_minutes"
-
-GRID_TOLERANCE_TICKS = 1e-6
-"""How far (in ticks) a float price may sit from the grid: prices like 1.0925 / 0.00005 carry
-binary rounding noise near 1e-12 ticks, a real off-grid price is off by a sizeable fraction."""
 
 _NS_PER_MINUTE = 60 * 1_000_000_000
-_NS_PER_DAY = 24 * 60 * _NS_PER_MINUTE
 _TRADING_WEEKDAYS = [1, 2, 3, 4, 5]  # ISO: Monday … Friday sessions
+
+
+Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
@@ -48,19 +52,21 @@ class Rule:
     """One expectation and what its failure means for the rows it flags.
 
     `reason` describes a flagged bar; `{max_gap_minutes}`-style fields are filled from the suite
-    parameters of the run. `quarantines` is False when the flagged row is itself a good bar that
-    only marks where a problem is (the bar after a hole): the run fails, the bar is not set aside.
+    parameters of the run. `severity` says what happens to a flagged bar (see the module
+    docstring): an `error` sets it aside, a `warning` only reports it.
     """
 
     key: str
     reason: str
     expectation: gxe.Expectation
-    quarantines: bool = True
+    severity: Severity = "error"
 
 
-def _rule(key: str, reason: str, expectation: gxe.Expectation, *, quarantines: bool = True) -> Rule:
+def _rule(
+    key: str, reason: str, expectation: gxe.Expectation, *, severity: Severity = "error"
+) -> Rule:
     expectation.meta = {"rule": key}
-    return Rule(key, reason, expectation, quarantines)
+    return Rule(key, reason, expectation, severity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,51 +78,38 @@ def off_grid_column(price: str) -> str:
     return f"{price}_off_grid_ticks"
 
 
-def session_minutes(session: SessionConfig) -> float:
-    """Length of a Globex trading day in minutes: from the open (`session_end`, 18:00 New York)
-    to the 17:00 close of the next day, i.e. 23 hours for the default calendar."""
-    open_minute = session.session_end.hour * 60 + session.session_end.minute
-    close_minute = GLOBEX_CLOSE.hour * 60 + GLOBEX_CLOSE.minute
-    return float((close_minute - open_minute) % (24 * 60))
-
-
 def with_helper_columns(
-    bars: pl.DataFrame, *, tick_size: float, session: SessionConfig
+    bars: pl.DataFrame, *, tick_size: float, schedule: ExchangeSchedule
 ) -> pl.DataFrame:
     """The bar columns plus the helper columns the content suite checks.
 
-    * `session_weekday` — ISO weekday of the session date (Saturday/Sunday = weekend bar);
-    * `minutes_into_session` — minutes since the session opened (≥ 23 h = the 17:00–18:00 break);
-    * `gap_minutes` — session time missing before an in-session bar since the previous in-session
-      bar of the same session (null across the break, the weekend and out-of-session bars);
+    * the exchange hours of each bar's session (`scalper.calendar.with_exchange_hours`):
+      `session_weekday`, `minutes_after_close`, `minutes_into_halt`, `holiday`,
+      `minutes_after_early_close` — the hours of the bar's own date, so 2013's 17:00–17:15
+      trading is in the session and its 16:15–16:30 halt is not, and `schedule`'s holidays and
+      early closes are the configured calendar's;
+    * `gap_minutes` — trading time missing before an in-session bar since the previous in-session
+      bar of the same session, a daily halt between them not counted (null across the break, the
+      weekend and for bars outside the exchange's hours);
     * `unbacked_jump_ticks` — for a bar without volume, its farthest price from the previous
       close, in ticks (null for bars with volume);
     * `<price>_off_grid_ticks` — distance from the tick grid (infinite for NaN, inf or null).
     """
-    frame = with_session_columns(
-        bars.select(BAR_COLUMNS), "ts", session.timezone, session.session_end
-    )
-    frame = frame.with_columns(
-        session_weekday=pl.col("session_date").dt.weekday(),
-        minutes_into_session=_minutes_into_session(session.session_end),
+    frame = with_exchange_hours(bars.select(BAR_COLUMNS), schedule).with_columns(
+        pl.col("holiday").cast(pl.String),  # plain text in GX's examples and the JSON verdicts
         unbacked_jump_ticks=_unbacked_jump_ticks(tick_size),
-        **{off_grid_column(p): _off_grid_ticks(pl.col(p), tick_size) for p in PRICE_COLUMNS},
+        **{off_grid_column(p): off_tick_ticks(pl.col(p), tick_size) for p in PRICE_COLUMNS},
     )
-    in_session = pl.col("session_weekday").is_in(_TRADING_WEEKDAYS) & (
-        pl.col("minutes_into_session") < session_minutes(session)
+    in_session = (
+        pl.col("session_weekday").is_in(_TRADING_WEEKDAYS)
+        & (pl.col("minutes_after_close") < 0)
+        & pl.col("minutes_into_halt").is_null()
+        & pl.col("holiday").is_null()
+        & ~(pl.col("minutes_after_early_close") >= 0).fill_null(False)
     )
     return frame.with_columns(gap_minutes=_gap_minutes(in_session, _bar_ns(bars))).drop(
-        "session_date", "local_time"
+        "session_date", "local_time", "minutes_into_session", "halted_minutes"
     )
-
-
-def _minutes_into_session(session_open: time) -> pl.Expr:
-    """Minutes since the last `session_open` wall-clock time: from the New York time of day alone,
-    because a session starts at the open on the previous day (DST changes happen on Sunday
-    morning, when the market is closed, so wall-clock and elapsed time agree within a session)."""
-    open_ns = (session_open.hour * 60 + session_open.minute) * _NS_PER_MINUTE
-    since_midnight = pl.col("local_time").cast(pl.Int64)
-    return ((since_midnight - open_ns) % _NS_PER_DAY) / _NS_PER_MINUTE
 
 
 def _bar_ns(bars: pl.DataFrame) -> int:
@@ -128,13 +121,17 @@ def _bar_ns(bars: pl.DataFrame) -> int:
 def _gap_minutes(in_session: pl.Expr, bar_ns: int) -> pl.Expr:
     """Missing session time before each in-session bar, compared with the previous in-session bar.
 
-    Out-of-session bars are skipped (they fail the calendar expectations, not this one), and a new
-    session starts afresh, so the daily break and the weekend are never gaps.
+    Out-of-session bars are skipped (they fail the calendar expectations, not this one), a new
+    session starts afresh, so the daily break and the weekend are never gaps, and the minutes of
+    a daily halt between the two bars are not missing: the market was not trading.
     """
-    previous_ts = pl.when(in_session).then(pl.col("ts")).shift(1).forward_fill()
-    previous_session = pl.when(in_session).then(pl.col("session_date")).shift(1).forward_fill()
-    missing = (pl.col("ts") - previous_ts - bar_ns) / _NS_PER_MINUTE
-    return pl.when(in_session & (previous_session == pl.col("session_date"))).then(missing)
+
+    def previous(column: str) -> pl.Expr:
+        return pl.when(in_session).then(pl.col(column)).shift(1).forward_fill()
+
+    halted = pl.col("halted_minutes") - previous("halted_minutes")
+    missing = (pl.col("ts") - previous("ts") - bar_ns) / _NS_PER_MINUTE - halted
+    return pl.when(in_session & (previous("session_date") == pl.col("session_date"))).then(missing)
 
 
 def _unbacked_jump_ticks(tick_size: float) -> pl.Expr:
@@ -143,11 +140,6 @@ def _unbacked_jump_ticks(tick_size: float) -> pl.Expr:
         (pl.col("high") - previous_close).abs(), (pl.col("low") - previous_close).abs()
     )
     return pl.when(pl.col("volume") == 0).then(farthest / tick_size)
-
-
-def _off_grid_ticks(price: pl.Expr, tick_size: float) -> pl.Expr:
-    ticks = price / tick_size
-    return pl.when(ticks.is_finite()).then((ticks - ticks.round()).abs()).otherwise(float("inf"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +185,7 @@ def content_rules() -> list[Rule]:
                 f"{p}_on_grid",
                 f"{p} is off the tick grid",
                 gxe.ExpectColumnValuesToBeBetween(
-                    column=off_grid_column(p), max_value=GRID_TOLERANCE_TICKS
+                    column=off_grid_column(p), max_value=TICK_TOLERANCE
                 ),
             )
             for p in PRICE_COLUMNS
@@ -232,20 +224,36 @@ def _ohlc_rules() -> list[Rule]:
 
 
 def _calendar_rules() -> list[Rule]:
+    """Bars only when the exchange traded, by the hours of the bar's own date; holes inside a
+    session are a warning."""
     return [
         _rule(
             "session_on_weekday",
-            "outside the Globex week (Sunday 18:00 – Friday 17:00 New York)",
+            "outside the Globex week (Sunday 18:00 New York to the Friday close)",
             gxe.ExpectColumnValuesToBeInSet(column="session_weekday", value_set=_TRADING_WEEKDAYS),
         ),
         _rule(
             "outside_daily_break",
-            "inside the daily 17:00–18:00 New York break",
+            "inside the daily break (after the Globex close of that date, before 18:00 New York)",
             gxe.ExpectColumnValuesToBeBetween(
-                column="minutes_into_session",
-                min_value=0,
-                max_value={"$PARAMETER": SESSION_MINUTES},
-                strict_max=True,
+                column="minutes_after_close", max_value=0, strict_max=True
+            ),
+        ),
+        _rule(
+            "outside_trading_halt",
+            "inside the daily trading halt of that date (16:15–16:30 New York until 2021-06-25)",
+            gxe.ExpectColumnValuesToBeNull(column="minutes_into_halt"),
+        ),
+        _rule(
+            "not_on_holiday",
+            "on an exchange holiday (session.calendar)",
+            gxe.ExpectColumnValuesToBeNull(column="holiday"),
+        ),
+        _rule(
+            "before_early_close",
+            "after the session's early close (session.calendar, session.early_closes)",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="minutes_after_early_close", max_value=0, strict_max=True
             ),
         ),
         _rule(
@@ -254,7 +262,7 @@ def _calendar_rules() -> list[Rule]:
             gxe.ExpectColumnValuesToBeBetween(
                 column="gap_minutes", max_value={"$PARAMETER": MAX_GAP}
             ),
-            quarantines=False,
+            severity="warning",
         ),
         _rule(
             "no_unbacked_jump",

@@ -6,7 +6,7 @@ the validated stage (validation copies bars, never drops them), runs the GX suit
 series (one call for the whole range: a call costs ~0.3 s whatever its size, so per day a year of
 history would spend minutes in GX overhead), quarantines the failing bars of each day with the
 reason and writes each day's status record. `read_range(..., validated_only=True)` then leaves the
-quarantined bars out and refuses a day whose problems quarantine cannot fix (a hole in a session).
+quarantined bars out. A hole inside a session is a warning: recorded, and the day stays usable.
 
 It lives here, not in `scalper`, because the library never imports Great Expectations.
 """
@@ -109,9 +109,11 @@ def day_status(
 ) -> dict[str, Any]:
     """One day's share of a validation that may have covered several days.
 
-    The counts are `QualityResult.to_dict`'s, restricted to the day: `quarantined` bars set
-    aside, `failed` problems that setting bars aside cannot fix (which make the day unusable),
-    `validated` bars kept; `problems` counts the flagged bars by reason.
+    The counts are `QualityResult.to_dict`'s, restricted to the day: `validated` bars kept,
+    `quarantined` bars set aside (an error flagged them), `warned` sound bars a warning flagged
+    (the first bar after a hole); `problems` counts the flagged bars by reason. `failed`, the
+    store's count of problems that setting bars aside cannot fix, is 0: every error sets its bars
+    aside and a warning needs nothing set aside, so validation never makes a whole day unusable.
     """
     flagged = result.failing_rows.filter(utc_day() == day)
     quarantined = flagged.filter("quarantined").height
@@ -121,7 +123,8 @@ def day_status(
         "rows": rows,
         "validated": rows - quarantined,
         "quarantined": quarantined,
-        "failed": flagged.height - quarantined,
+        "warned": flagged.height - quarantined,
+        "failed": 0,
         "problems": dict(problems),
         "validation": result.name,
         "validated_at": result.validated_at.isoformat(timespec="seconds"),
@@ -130,10 +133,11 @@ def day_status(
 
 
 def day_summary(series: str, day: date, status: Mapping[str, Any]) -> str:
-    """One line for the CLI: the day's verdict, what was set aside and why."""
+    """One line for the CLI: the day's verdict, what was set aside or warned about, and why."""
     name, rows = f"{series} {day}", bars_label(status["rows"])
     if not status["problems"]:
         return f"{name}: OK, {rows}"
     problems = ", ".join(f"{reason} ({n:,})" for reason, n in status["problems"].items())
-    unusable = f"; unusable ({status['failed']:,} unfixable)" if status["failed"] else ""
-    return f"{name}: FAILED, {status['quarantined']:,} of {rows} quarantined; {problems}{unusable}"
+    if not status["quarantined"]:
+        return f"{name}: OK with warnings, {rows}; {problems}"
+    return f"{name}: FAILED, {status['quarantined']:,} of {rows} quarantined; {problems}"

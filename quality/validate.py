@@ -40,14 +40,14 @@ from quality.bars_suite import (
     MAX_GAP,
     MAX_JUMP,
     SCHEMA_SUITE,
-    SESSION_MINUTES,
     Rule,
+    Severity,
     build_suite,
     content_rules,
     schema_rules,
-    session_minutes,
     with_helper_columns,
 )
+from scalper.calendar import ExchangeSchedule, exchange_schedule, with_session_columns
 from scalper.config import Config
 from scalper.instruments import spec
 from scalper.paths import subdir
@@ -73,17 +73,17 @@ class Outcome:
     unexpected_count: int
     examples: tuple[Any, ...]
     rows: tuple[int, ...]
-    quarantines: bool
+    severity: Severity
     detail: str = ""
 
 
 @dataclass(frozen=True)
 class QualityResult:
-    """The verdict on one frame (a day, a file): per-expectation outcomes and the failing bars.
+    """The verdict on one frame (a day, a file): per-expectation outcomes and the flagged bars.
 
     `failing_rows` has one row per flagged bar: `row` (position), `ts` and `reason` (every
-    failed rule's reason, `; `-separated) and `quarantined` (False for bars only marking where
-    a problem is, e.g. the first bar after a hole).
+    failed rule's reason, `; `-separated) and `quarantined` (False for bars only a warning
+    flags, e.g. the first bar after a hole: sound bars marking where something is missing).
     """
 
     name: str
@@ -97,13 +97,18 @@ class QualityResult:
 
     @property
     def success(self) -> bool:
-        """True when every expectation held."""
-        return all(o.success for o in self.outcomes)
+        """True when every `error` expectation held (warnings may have been raised)."""
+        return not any(o.severity == "error" for o in self.failures)
 
     @property
     def failures(self) -> tuple[Outcome, ...]:
-        """The expectations that did not hold, in suite order."""
+        """The expectations that did not hold, warnings included, in suite order."""
         return tuple(o for o in self.outcomes if not o.success)
+
+    @property
+    def warnings(self) -> tuple[Outcome, ...]:
+        """The `warning` expectations that did not hold."""
+        return tuple(o for o in self.failures if o.severity == "warning")
 
     @property
     def quarantined(self) -> int:
@@ -111,22 +116,23 @@ class QualityResult:
         return int(self.failing_rows["quarantined"].sum())
 
     @property
-    def unresolved(self) -> int:
-        """Problems that setting bars aside cannot fix (bars marking a hole before them): a
-        frame with any of these is unusable even after quarantine."""
+    def warned(self) -> int:
+        """How many bars only a warning flags (kept: they are sound)."""
         return self.failing_rows.height - self.quarantined
 
     def summary(self) -> str:
-        """One line for logs and the CLI: verdict, size and what failed how often."""
+        """One line for logs and the CLI: verdict, size and what failed or warned how often."""
         rows = bars_label(self.rows)
-        if self.success:
-            return f"{self.name}: OK, {rows}, {len(self.outcomes)} expectations met"
-        failed = ", ".join(f"{o.reason} ({o.unexpected_count:,})" for o in self.failures)
-        return f"{self.name}: FAILED, {self.quarantined:,} of {rows} quarantined; {failed}"
+        found = ", ".join(f"{o.reason} ({o.unexpected_count:,})" for o in self.failures)
+        if not self.success:
+            return f"{self.name}: FAILED, {self.quarantined:,} of {rows} quarantined; {found}"
+        if self.warnings:
+            return f"{self.name}: OK with warnings, {rows}; {found}"
+        return f"{self.name}: OK, {rows}, {len(self.outcomes)} expectations met"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-safe) for Dagster metadata, reports and the store's partition status
-        (`validated` bars kept, `failed` problems not set aside, `quarantined` bars)."""
+        """Plain data (JSON-safe) for Dagster metadata and reports (`validated` bars kept,
+        `quarantined` bars set aside, `warned` bars flagged by a warning and kept)."""
         return {
             "name": self.name,
             "symbol": self.symbol,
@@ -134,13 +140,14 @@ class QualityResult:
             "summary": self.summary(),
             "rows": self.rows,
             "validated": self.rows - self.quarantined,
-            "failed": self.unresolved,
             "quarantined": self.quarantined,
+            "warned": self.warned,
             "validated_at": self.validated_at.isoformat(),
             "seconds": round(self.seconds, 4),
             "failures": [
                 {
                     "rule": o.rule,
+                    "severity": o.severity,
                     "reason": o.reason,
                     "unexpected_count": o.unexpected_count,
                     "examples": list(o.examples),
@@ -156,8 +163,10 @@ def validate_frame(df: pl.DataFrame, *, symbol: str, cfg: Config, name: str) -> 
     """Run the bar suites over `df` (`BAR_SCHEMA` columns, extra columns ignored).
 
     The tick grid is `symbol`'s (from the instruments table); the gap and jump limits and the
-    session calendar come from `cfg`. A frame whose bar columns are missing or mistyped fails
-    the schema suite and is quarantined whole, since none of its bars can be checked.
+    exchange calendar (`session.calendar`, `session.early_closes`: holidays, early closes) come
+    from `cfg`, the regular hours of each date from `scalper.calendar`. A frame whose bar
+    columns are missing or mistyped fails the schema suite and is quarantined whole, since none
+    of its bars can be checked.
     """
     started = time.perf_counter()
     tick_size = spec(symbol).tick_size
@@ -167,7 +176,8 @@ def validate_frame(df: pl.DataFrame, *, symbol: str, cfg: Config, name: str) -> 
     gx_schema = _run(SCHEMA_SUITE, df.head(0), parameters)
     results = [gx_schema]
     if gx_schema.success:
-        helpers = with_helper_columns(df, tick_size=tick_size, session=cfg.session)
+        schedule = _schedule(df, cfg)
+        helpers = with_helper_columns(df, tick_size=tick_size, schedule=schedule)
         results.append(_run(CONTENT_SUITE, helpers, parameters))
     outcomes = tuple(o for r in results for o in _outcomes(r, df.height, parameters))
     return QualityResult(
@@ -216,11 +226,17 @@ def build_data_docs(results: Iterable[QualityResult]) -> Path:
 
 
 def _parameters(cfg: Config) -> dict[str, float]:
-    return {
-        MAX_GAP: cfg.quality.max_gap_minutes,
-        MAX_JUMP: cfg.quality.max_jump_ticks,
-        SESSION_MINUTES: session_minutes(cfg.session),
-    }
+    return {MAX_GAP: cfg.quality.max_gap_minutes, MAX_JUMP: cfg.quality.max_jump_ticks}
+
+
+def _schedule(df: pl.DataFrame, cfg: Config) -> ExchangeSchedule:
+    """The configured calendar's holidays and early closes over the sessions of `df`: the same
+    calendar the engine and the simulator use, so validation flags what they would not trade."""
+    sessions = with_session_columns(df.select("ts").drop_nulls())["session_date"]
+    if sessions.is_empty():
+        return ExchangeSchedule()
+    session = cfg.session
+    return exchange_schedule(session.calendar, session.early_closes, sessions.min(), sessions.max())
 
 
 def _context_config(stores: Any, docs_dir: Path | None = None) -> DataContextConfig:
@@ -318,7 +334,7 @@ def _outcome(evr: Any, rule: Rule, height: int, parameters: Mapping[str, float])
         unexpected_count=int(result.get("unexpected_count", len(rows))),
         examples=tuple(_plain(v) for v in result.get("partial_unexpected_list", ())),
         rows=rows,
-        quarantines=rule.quarantines,
+        severity=rule.severity,
         detail=detail or "",
     )
 
@@ -329,10 +345,11 @@ def _observed(result: Mapping[str, Any]) -> str:
 
 
 def _failing_rows(df: pl.DataFrame, outcomes: Iterable[Outcome]) -> pl.DataFrame:
-    """One row per flagged bar, its reasons in suite order, and whether it is set aside."""
+    """One row per flagged bar, its reasons in suite order, and whether it is set aside (an
+    error flagged it)."""
     flagged = [
         pl.DataFrame(
-            {"row": o.rows, REASON: _row_reason(o), "quarantined": o.quarantines},
+            {"row": o.rows, REASON: _row_reason(o), "quarantined": o.severity == "error"},
             schema={"row": pl.UInt32, REASON: pl.String, "quarantined": pl.Boolean},
         )
         for o in outcomes

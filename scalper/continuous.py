@@ -33,7 +33,7 @@ validated per-contract bars. It is what every research run reads (assets and CLI
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import polars as pl
@@ -42,7 +42,7 @@ from scalper import store
 from scalper.bars import BAR_COLUMNS, PRICE_COLUMNS, iso_utc, validate_bars
 from scalper.calendar import with_session_columns
 from scalper.errors import DataError, ScalperError
-from scalper.instruments import DEFAULT_ROLL_DAYS, front_contract
+from scalper.instruments import DEFAULT_ROLL_DAYS, MONTH_CODES, expiry, front_contract
 from scalper.store import stage_root, utc_day
 
 Adjustment = Literal["none", "back"]
@@ -101,20 +101,44 @@ def _front(symbol: str, day: date, roll_days: int) -> str:
 
 
 def _back_adjusted(series: pl.DataFrame, bars: pl.DataFrame, symbol: str) -> pl.DataFrame:
-    """Add to every bar the gaps of all the rolls after it (difference method)."""
+    """Add to every bar the gaps of all the rolls after it (difference method).
+
+    A change of contract across a hole in the history that outlasts the old contract (history
+    of 2013, then of 2020) is no roll that can be measured: nothing traded both at one time. Like
+    the price change over any hole, it is left as it is (gap 0), not refused.
+    """
     changes = pl.col("contract") != pl.col("contract").shift(1)
     series = series.with_columns(segment=changes.fill_null(True).cum_sum() - 1)
     segments = series.group_by("segment", maintain_order=True).agg(
-        pl.col("contract").first(), pl.col("ts").first().alias("start")
+        pl.col("contract").first(),
+        pl.col("ts").first().alias("start"),
+        pl.col("ts").last().alias("end"),
     )
     contracts, starts = segments["contract"].to_list(), segments["start"].to_list()
+    ends = segments["end"].to_list()
     gaps = [
-        _roll_gap(bars, symbol, contracts[i], contracts[i + 1], starts[i + 1])
+        0.0
+        if _expired_before(contracts[i], _utc_date(ends[i]), _utc_date(starts[i + 1]))
+        else _roll_gap(bars, symbol, contracts[i], contracts[i + 1], starts[i + 1])
         for i in range(len(contracts) - 1)
     ]
     later_gaps = pl.Series([*gaps, 0.0]).reverse().cum_sum().reverse()  # segment i: gaps i, i+1…
     shift = later_gaps.gather(series["segment"])
     return series.with_columns(pl.col(c) + shift for c in PRICE_COLUMNS).drop("segment")
+
+
+def _expired_before(contract: str, seen: date, day: date) -> bool:
+    """Whether `contract` (`ESH4`), which traded on `seen`, expired before `day`: its year digit
+    names the first such year from `seen` on."""
+    month = MONTH_CODES.index(contract[-2]) + 1
+    year = seen.year + (int(contract[-1]) - seen.year) % 10
+    if expiry(year, month) < seen:
+        year += 10
+    return expiry(year, month) < day
+
+
+def _utc_date(ts: int) -> date:
+    return (datetime(1970, 1, 1) + timedelta(microseconds=ts // 1000)).date()
 
 
 def _roll_gap(bars: pl.DataFrame, symbol: str, old: str, new: str, switch_ts: int) -> float:
@@ -283,13 +307,18 @@ def read_continuous_bars(
 def roll_inputs(series: pl.DataFrame) -> list[tuple[str, date]]:
     """(contract, UTC day) of the validated bars a back-adjustment of `series` reads: each day of
     each contract in the series, plus the day of each roll for the contract rolled from, since
-    the gap is measured at a bar time both contracts traded (SPEC §2)."""
+    the gap is measured at a bar time both contracts traded (SPEC §2); not when the contract
+    rolled from had expired by then (the history has a hole there, see `_back_adjusted`)."""
     days = series.select("contract", day=utc_day())
-    rolled_from = (
-        days.with_columns(previous=pl.col("contract").shift(1))
-        .filter(pl.col("contract") != pl.col("previous"))
-        .select(contract="previous", day="day")
-    )
+    changes = days.with_columns(
+        previous=pl.col("contract").shift(1), previous_day=pl.col("day").shift(1)
+    ).filter(pl.col("contract") != pl.col("previous"))
+    rolled_from = changes.filter(
+        [
+            not _expired_before(old, seen, day)
+            for old, seen, day in changes.select("previous", "previous_day", "day").iter_rows()
+        ]
+    ).select(contract="previous", day="day")
     return sorted(pl.concat([days, rolled_from]).unique().iter_rows())
 
 

@@ -178,7 +178,6 @@ def test_a_day_outside_the_simulated_market_is_a_clear_failure(
 ES_CONFIG = f"""\
 instrument: {{symbol: ES, point_value: 50.0}}
 data: {{source: file, path: {LEAN}, format: lean_zip}}
-quality: {{max_gap_minutes: 15}}  # the 16:15-16:30 halt of those years is a market pause
 """
 
 
@@ -193,20 +192,16 @@ def test_real_es_minutes_across_the_december_2013_roll(
     for series in ("ESZ3", "ESH4", "ESM4"):  # every contract of the files is kept and checked
         assert store.partitions(series, validated)
     deferred = store.partition_status("ESM4", date(2013, 12, 18), validated)
-    assert deferred["failed"] > 0  # a thin deferred month is full of holes ...
+    assert deferred["warned"] > 0 and store.is_validated(deferred)  # a thin month's holes ...
     assert checks(result)["gaps"].passed is False  # ... which the WARN check reports
-    break_bars = store.read_quarantine("ESZ3", date(2013, 12, 3), validated)
-    assert break_bars.height == 15  # 2013's 17:00-17:14 bars: outside today's calendar
-    assert set(break_bars["reason"]) == {"inside the daily 17:00–18:00 New York break"}
-    assert checks(result)["calendar"].passed is False
+    # 2013's 17:00-17:14 bars and the 16:15-16:30 halt are those years' Globex hours
+    assert store.read_quarantine("ESZ3", date(2013, 12, 3), validated).height == 0
+    assert checks(result)["calendar"].passed
 
-    # The unadjusted series is the library's continuous series of the vendor files, without the
-    # quarantined bars; the deferred months' holes did not block it.
+    # The unadjusted series is the library's continuous series of the vendor files.
     lean = import_file(LEAN, "lean_zip", "ES", progress=False)
     in_window = pl.from_epoch("ts", time_unit="ns").dt.date().is_between(first, last)
-    local = pl.from_epoch("ts", time_unit="ns").dt.replace_time_zone("UTC")
-    in_break = local.dt.convert_time_zone("America/New_York").dt.hour() == 17
-    expected = continuous(lean.filter(in_window), "ES").filter(~in_break)
+    expected = continuous(lean.filter(in_window), "ES")
     series = read_continuous_bars("ES", first, last)
     assert series.select(*BAR_COLUMNS, "contract").equals(expected.select(*BAR_COLUMNS, "contract"))
     switch = datetime(2013, 12, 18, tzinfo=UTC)
@@ -291,39 +286,37 @@ def damaged(home: Path) -> dict[str, object]:
     return {"config": config(home, f"data: {{source: file, path: {path}}}\n"), "spike": spike}
 
 
-def test_bad_bars_are_quarantined_flagged_and_refused(
+def test_bad_bars_are_quarantined_and_a_hole_is_only_a_warning(
     home: Path, instance: DagsterInstance, damaged: dict[str, object]
 ) -> None:
     tuesday, wednesday = date(2024, 1, 9), date(2024, 1, 10)
-    with pytest.raises(ScalperError) as refused:
-        run(instance, "MES", tuesday, wednesday, damaged["config"])
-    message = str(refused.value).split(" failed: ", 1)[1]
-    assert message.startswith("continuous_bars refuses unvalidated bars: MES 2024-01-10 failed")
-    assert "more than 5 min of session missing before this bar" in message
-    assert "2024-01-09" not in message  # quarantine made Tuesday usable
-    assert not store.partitions("MES", stage_root("continuous"))  # nothing written
+    result = run(instance, "MES", tuesday, wednesday, damaged["config"])
+    evaluations = checks(result)
+    assert not evaluations["integrity"].passed and not evaluations["calendar"].passed
+    assert "price jump over 40 ticks" in evaluations["integrity"].metadata["failures"].value
+    gaps = evaluations["gaps"]  # Wednesday's 19-minute hole: reported, as a warning
+    assert not gaps.passed and gaps.severity == AssetCheckSeverity.WARN
 
     validated = stage_root("validated")
     set_aside = store.read_quarantine("MES", tuesday, validated).sort("ts")
     assert set_aside["ts"].to_list() == [damaged["spike"], new_york_ns(tuesday, time(17, 30))]
     assert set_aside["reason"].to_list() == [
         "price jump over 40 ticks without volume",
-        "inside the daily 17:00–18:00 New York break",
+        "inside the daily break (after the Globex close of that date, before 18:00 New York)",
     ]
     tuesday_status = store.partition_status("MES", tuesday, validated)
     assert (tuesday_status["quarantined"], tuesday_status["failed"]) == (2, 0)
     wednesday_status = store.partition_status("MES", wednesday, validated)
-    assert wednesday_status["failed"] == 1 and not store.is_validated(wednesday_status)
+    assert (wednesday_status["quarantined"], wednesday_status["warned"]) == (0, 1)
+    assert store.is_validated(wednesday_status)  # a hole does not make the day unusable
+    assert store.read_quarantine("MES", wednesday, validated).height == 0
 
-    # Tuesday alone goes through, without its quarantined bars.
-    result = run(instance, "MES", tuesday, tuesday, damaged["config"])
-    evaluations = checks(result)
-    assert not evaluations["integrity"].passed and not evaluations["calendar"].passed
-    assert "price jump over 40 ticks" in evaluations["integrity"].metadata["failures"].value
-    series = read_continuous_bars("MES", tuesday, tuesday)
-    raw = store.read_range("MES", tuesday, tuesday, stage_root("raw"))
+    # Both days reach the continuous series: every bar but the two set aside.
+    series = read_continuous_bars("MES", tuesday, wednesday)
+    raw = store.read_range("MES", tuesday, wednesday, stage_root("raw"))
     assert series.height == raw.height - 2
     assert not series["ts"].is_in(set_aside["ts"].implode()).any()
+    assert series.filter(utc_day(wednesday)).height == raw.filter(utc_day(wednesday)).height
 
 
 def test_continuous_bars_refuse_a_day_never_validated(
