@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -99,31 +100,47 @@ def _tz_database() -> tuple[frozenset[str], Mapping[str, str]]:
     return frozenset(places), MappingProxyType(links)
 
 
+_UTC_OFFSET = re.compile(r"(?:UTC|GMT)?\s*[+-]\s*\d{1,2}(?::?\d{2})?", re.IGNORECASE)
+
+
 def zone_problem(name: str) -> str | None:
-    """Why the known zone `name` cannot carry session times, or None for the zone of a place.
+    """Why `name` cannot carry session times, or None for the zone of a place.
 
     Session times are a place's wall-clock times, DST included. A fixed offset (`EST`, `UTC`,
-    `Etc/GMT+5`) ignores daylight saving time, so its 16:25 is 17:25 New York all summer; a
-    POSIX rule name (`EST5EDT`) or a legacy alias (`US/Eastern`) follows today's rules only by
-    accident of the database. Either way the canonical name of the place is what to write.
+    `Etc/GMT+5`, `+05:00`) ignores daylight saving time, so its 16:25 is 17:25 New York all
+    summer; a POSIX rule name (`EST5EDT`) or a legacy alias (`US/Eastern`) follows today's rules
+    only by accident of the database. Either way the canonical name of the place is what to
+    write, and what a suggestion offers.
     """
     places, links = _tz_database()
     if name in places:
         return None
+    spelt = {n.casefold(): links.get(n, n) for n in (*places, *links)}.get(name.casefold())
+    try:
+        tz = zone(name)
+    except ScalperError:
+        if _UTC_OFFSET.fullmatch(name.strip()):
+            return f"a UTC offset, not a zone: it ignores daylight saving time; write {_PLACE_HINT}"
+        close = spelt or next(iter(difflib.get_close_matches(name, sorted(places), n=1)), None)
+        return "unknown timezone" + (f" (did you mean {close!r}?)" if close else "")
     target = links.get(name, name)
     if "/" not in name or name.startswith("Etc/") or target.startswith("Etc/"):
-        tz = zone(name)
         offsets = {tz.utcoffset(datetime(2001, month, 15)) for month in (1, 7)}
         if len(offsets) == 1:
             offset = datetime(2001, 1, 15, tzinfo=tz).strftime("%z")
             what = f"a fixed offset (UTC{offset[:3]}:{offset[3:]}) without daylight saving time"
-        else:
-            what = "a POSIX rule name, not the zone of a place"
-        place = target if target in places and len(offsets) > 1 else NEW_YORK
-        return f"{what}; write the zone of a place, e.g. {place!r}"
+            return f"{what}; write {_PLACE_HINT}"
+        if target in places:
+            return f"a POSIX rule name, not the zone of a place; write {target!r}"
+        return f"a POSIX rule name, not the zone of a place; write {_PLACE_HINT}"
     if target in places:
         return f"a legacy alias of {target!r}; write {target!r}"
+    if spelt in places:  # a case-insensitive file system found the zone under another spelling
+        return f"not the IANA spelling; write {spelt!r}"
     return "not the zone of a place in the IANA database (zone.tab)"
+
+
+_PLACE_HINT = f"the zone of a place, e.g. {NEW_YORK!r} (the exchange's own time)"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from datetime import date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
-from zoneinfo import available_timezones
 
 import yaml
 from yaml.constructor import ConstructorError
@@ -217,16 +216,8 @@ class SessionConfig(Section):
         t: time = getattr(self, which)
         return t.hour * 3600 + t.minute * 60 + t.second
 
-    def timezone_problem(self) -> str | None:
-        """Why `timezone` cannot carry session times (unknown, or not a place's zone), or None."""
-        try:
-            zone(self.timezone)
-        except ScalperError:
-            return "unknown timezone" + _suggestion(self.timezone, available_timezones())
-        return zone_problem(self.timezone)
-
     def problems(self) -> Iterator[tuple[str, str]]:
-        bad_zone = self.timezone_problem()
+        bad_zone = zone_problem(self.timezone)  # unknown, or not a place's zone
         if bad_zone:
             yield "timezone", bad_zone
         if self.entry_start >= self.entry_end:

@@ -582,6 +582,9 @@ def test_a_zone_whose_dst_differs_is_checked_on_every_day_of_the_year() -> None:
         ("US/Eastern", ["legacy alias", "'America/New_York'"]),
         ("US/Central", ["legacy alias", "'America/Chicago'"]),
         ("Canada/Eastern", ["legacy alias", "'America/Toronto'"]),
+        ("+05:00", ["a UTC offset, not a zone", "'America/New_York'"]),
+        ("UTC-5", ["a UTC offset, not a zone"]),
+        ("us/eastern", ["unknown timezone", "did you mean 'America/New_York'"]),
     ],
 )
 def test_fixed_offset_and_legacy_zone_names_are_errors(timezone: str, fragments: list[str]) -> None:
