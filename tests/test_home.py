@@ -152,3 +152,12 @@ def test_a_relative_data_path_is_the_config_files_not_the_working_folders(
     assert load_config("configs/c.yaml").data.path == str(folder / "bars" / "es.csv")
     config.write_text("data: {source: file, path: ~/es.csv}\n")
     assert load_config(config).data.path == str(Path.home() / "es.csv")
+
+
+def test_scalper_ui_reads_scalper_config_from_the_users_folder(tmp_path: Path) -> None:
+    """`SCALPER_CONFIG=c.yaml scalper ui`: the code server runs in the repository, so the path
+    is made absolute first, and the file's `paths.home` is read before the UI starts (a broken
+    one stops it with one line, before Dagster)."""
+    (tmp_path / "c.yaml").write_text("paths: {home: relative/home}\n")
+    proc = scalper_in(tmp_path, "ui", SCALPER_CONFIG="c.yaml")
+    assert_one_line_error(proc, str(tmp_path / "c.yaml"), "paths.home", "absolute")

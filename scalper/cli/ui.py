@@ -61,9 +61,13 @@ def prepare_dagster_home() -> Path:
 def _ui(args: argparse.Namespace) -> int:
     if find_spec("dagster") is None or find_spec("dagster_webserver") is None:
         raise ScalperError("the Dagster UI needs the platform extras: pip install -e '.[platform]'")
-    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home()), "SCALPER_HOME": str(home())}
+    from scalper.config import load_config
+
+    env = dict(os.environ)
     if env.get(CONFIG_ENV):  # the code server runs in the repository: a relative path moves
         env[CONFIG_ENV] = str(Path(env[CONFIG_ENV]).expanduser().absolute())
+        load_config(env[CONFIG_ENV])  # its paths.home, if any, is the data directory
+    env |= {"DAGSTER_HOME": str(prepare_dagster_home()), "SCALPER_HOME": str(home())}
     command = [sys.executable, "-W", f"ignore:{_DEV_NOTICE}", "-m", "dagster", "dev"]
     command += ["-w", str(WORKSPACE), "--host", args.host, "--port", str(args.port)]
     print(f"scalper ui: http://{args.host}:{args.port}  (Ctrl-C stops it)", file=sys.stderr)
