@@ -1092,6 +1092,12 @@ def _session_hazards(session: SessionConfig, ops: OpsConfig) -> Iterator[_Issue]
     if "flatten_at" not in dict(clashes) and session.flatten_at == session.session_end:
         why = "equals session_end: no end-of-day flatten, positions are carried overnight"
         yield _Issue("session.flatten_at", session.flatten_at, why)
+    if session.entry_start <= ops.session_open_at < session.session_end:
+        why = (
+            f"not before entry_start ({_format_time(session.entry_start)}): the day trades "
+            "before session open has reconciled with the broker and loaded its parameters"
+        )
+        yield _Issue("ops.session_open_at", ops.session_open_at, why)
 
 
 _EXCHANGE_CLOSE = f"the CME daily close ({_format_time(GLOBEX_CLOSE)} New York)"

@@ -471,6 +471,9 @@ HAZARDS = [
         {"session": {"session_end": "19:00"}}, "session.session_end", id="roll-off-the-open"
     ),
     pytest.param(
+        {"session": {"entry_start": "08:30"}}, "ops.session_open_at", id="open-after-entries"
+    ),
+    pytest.param(
         {"session": {"flatten_at": "16:55"}, "ops": {"eod_grace_seconds": 600}},
         "ops.eod_grace_seconds = 600",
         id="watchdog-after-close",
@@ -547,7 +550,15 @@ def test_chicago_times_that_match_the_exchange_day_are_accepted_live() -> None:
         "flatten_at": "15:25",
         "session_end": "17:00",
     }
-    cfg = config_from_dict(merged(LIVE, {"session": chicago}), env={})
+    late_open = problems_of(merged(LIVE, {"session": chicago}))  # ops.session_open_at 09:00
+    assert late_open == (
+        "c.yaml: ops.session_open_at = '09:00': not before entry_start (08:30): the day trades "
+        "before session open has reconciled with the broker and loaded its parameters; refused "
+        "in live mode",
+    )
+    cfg = config_from_dict(
+        merged(LIVE, {"session": chicago, "ops": {"session_open_at": "08:00"}}), env={}
+    )
     assert cfg.warnings == ()
 
 
