@@ -53,6 +53,10 @@ class GlobexHours:
     friday_close: time
     halts: tuple[tuple[time, time], ...] = ()
 
+    def close_of(self, session: date) -> time:
+        """The regular close of the session dated `session` (the week ends on Friday)."""
+        return self.friday_close if session.weekday() == 4 else self.close
+
 
 GLOBEX_EQUITY_HOURS = (
     # Until trade date 2012-11-16 the Globex trade date ended at 16:15 (15:15 CT) and the next one
@@ -68,8 +72,14 @@ GLOBEX_EQUITY_HOURS = (
     GlobexHours(date(2021, 6, 28), GLOBEX_CLOSE, GLOBEX_CLOSE),
 )
 """The Globex hours by date, oldest first: each entry holds until the next one's `since`. This is
-the one place that knows them; the data-quality calendar check and its gap rule read them (via
-`with_exchange_hours`), so history is checked against the hours of its own day, not today's."""
+the one place that knows them; the data-quality calendar check and its gap rule (via
+`with_exchange_hours`) and the simulator (`globex_hours`) read them, so history is simulated and
+checked with the hours of its own day, not today's."""
+
+
+def globex_hours(session: date) -> GlobexHours:
+    """The `GLOBEX_EQUITY_HOURS` entry in force for the session dated `session`."""
+    return next(hours for hours in reversed(GLOBEX_EQUITY_HOURS) if hours.since <= session)
 
 
 def zone(name: str) -> ZoneInfo:

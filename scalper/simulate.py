@@ -8,12 +8,14 @@ revert, a quiet night and a busy open and close, gaps when the market reopens.
 The model, per bar `t` (all times New York, log prices, parameters are the constants below):
 
 * **Calendar** — CME Globex: each trading day (Monday–Friday session date, SPEC §2) runs from
-  18:00 on the previous day to 17:00, so the week opens Sunday 18:00 and closes Friday 17:00, with
-  the 17:00–18:00 maintenance break and no Saturday bars. Session bounds are converted to UTC with
-  `zoneinfo`, so DST is exact; US clocks change at 02:00 on Sundays, when the market is closed, so a
-  session's wall-clock time is its open plus the elapsed time. Given the exchange calendar
-  (`ExchangeSchedule`, SPEC §4.9), a holiday has no session and an early close ends its session
-  at the close: no bar starts on a holiday and none ends after an early close.
+  18:00 on the previous day to the close of that date's hours (`scalper.calendar.globex_hours`:
+  17:00 since 2021-06-28, 17:15 with a 16:15–16:30 halt before), so the week opens Sunday 18:00
+  and closes Friday at the close, with the maintenance break and no Saturday bars. Session
+  bounds are converted to UTC with `zoneinfo`, so DST is exact; US clocks change at 02:00 on
+  Sundays, when the market is closed, so a session's wall-clock time is its open plus the
+  elapsed time. Given the exchange calendar (`ExchangeSchedule`, SPEC §4.9), a holiday has no
+  session and an early close ends its session at the close: no bar starts on a holiday and none
+  ends after an early close.
 * **Volatility clustering** — GARCH(1,1) on a unit-variance multiplier:
   `h[t] = omega + alpha * z[t-1]**2 * h[t-1] + beta * h[t-1]`, shocks `sqrt(h[t]) * z[t]`,
   `z ~ N(0, 1)`. `GARCH_ALPHA`, `GARCH_BETA` are per minute; for other bar sizes the persistence
@@ -48,12 +50,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from scalper.calendar import GLOBEX_CLOSE, GLOBEX_SESSION_END, ExchangeSchedule
+from scalper.calendar import GLOBEX_SESSION_END, ExchangeSchedule, globex_hours
 from scalper.errors import ScalperError
 
 NEW_YORK = ZoneInfo("America/New_York")
 SESSION_OPEN = GLOBEX_SESSION_END  # previous calendar day, New York
-SESSION_CLOSE = GLOBEX_CLOSE
 
 BASE_VOLATILITY = 2.6e-4  # log-return std of a 1-minute bar where the volatility shape is 1
 GARCH_ALPHA = 0.07
@@ -161,8 +162,13 @@ def _session_grid(start: date, days: int, bar_seconds: int, schedule: ExchangeSc
     opens = np.array(
         [_new_york_ns(d - timedelta(days=1), SESSION_OPEN) for d in sessions], np.int64
     )
+    hours = [globex_hours(d) for d in sessions]
     closes = np.array(
-        [_new_york_ns(d, schedule.close_on(d) or SESSION_CLOSE) for d in sessions], np.int64
+        [
+            _new_york_ns(d, schedule.close_on(d) or h.close_of(d))
+            for d, h in zip(sessions, hours, strict=True)
+        ],
+        np.int64,
     )
     bar_ns = bar_seconds * _NS
     counts = (closes - opens) // bar_ns
@@ -171,11 +177,18 @@ def _session_grid(start: date, days: int, bar_seconds: int, schedule: ExchangeSc
     session_open = position == 0
     mondays = np.array([d.weekday() == 0 for d in sessions], dtype=bool)
     open_minute = SESSION_OPEN.hour * 60 + SESSION_OPEN.minute
+    ts = np.repeat(opens, counts) + position * bar_ns
+    trading = np.ones(ts.size, dtype=bool)  # not inside a daily halt of that date's hours
+    for d, h, first, count in zip(sessions, hours, first_bar, counts, strict=True):
+        day = ts[first : first + count]
+        for start, end in h.halts:
+            halted = (day >= _new_york_ns(d, start)) & (day < _new_york_ns(d, end))
+            trading[first : first + count] &= ~halted
     return _Grid(
-        ts=np.repeat(opens, counts) + position * bar_ns,
-        minute=(open_minute + position * (bar_seconds / 60)) % 1440,
-        session_open=session_open,
-        after_weekend=session_open & np.repeat(mondays, counts),
+        ts=ts[trading],
+        minute=((open_minute + position * (bar_seconds / 60)) % 1440)[trading],
+        session_open=session_open[trading],
+        after_weekend=(session_open & np.repeat(mondays, counts))[trading],
     )
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -27,7 +27,7 @@ from quality.bars_suite import with_helper_columns
 from quality.store_days import day_summary, validate_stored_days
 from scalper import store
 from scalper.bars import read_bars, write_bars
-from scalper.calendar import ExchangeSchedule
+from scalper.calendar import ExchangeSchedule, exchange_schedule
 from scalper.cli import main
 from scalper.config import Config
 from scalper.simulate import simulate_bars
@@ -343,6 +343,25 @@ def test_the_halt_is_no_gap_but_a_hole_beside_it_is_a_warning() -> None:
     (gap,) = result.failures
     assert (gap.rule, gap.severity, gap.examples) == ("no_long_gap", "warning", (10.0,))
     assert result.success and result.quarantined == 0
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        date(2012, 11, 12),  # the November 2012 change of hours, Thanksgiving 2012
+        date(2013, 11, 25),  # Thanksgiving 2013 and the day after
+        date(2021, 6, 21),  # the last days of the 16:15-16:30 halt and the first without it
+        date(2024, 12, 16),  # Christmas Eve's early close, Christmas
+    ],
+)
+def test_the_simulator_and_the_calendar_check_agree(start: date) -> None:
+    """SPEC §4.9: the simulator and the data-quality checks use the same calendar and the same
+    hours by date, so a simulated fortnight of any of those years passes the calendar check."""
+    cfg = replace(CFG, session=replace(CFG.session, calendar="CME_Equity"))
+    schedule = exchange_schedule("CME_Equity", {}, start, start + timedelta(days=13))
+    bars = simulate_bars(start, 14, seed=2, schedule=schedule)
+    result = check(bars, cfg)
+    assert result.success and not result.failures, result.summary()
 
 
 def test_the_calendar_check_uses_the_configured_exchange_calendar() -> None:
