@@ -567,3 +567,28 @@ def test_paper_trading_without_an_exchange_calendar_is_warned_and_the_calendar_r
     assert settings.cfg.warnings == ()
     thanksgiving = (date(2024, 11, 28) - date(1970, 1, 1)).days
     assert (thanksgiving, 13 * 3600) in settings.params["MES"]["early_closes"]
+
+
+@pytest.mark.parametrize(
+    ("provenance", "event", "why"),
+    [
+        ("provenance: {data_source: file, symbol: MES}\n", "reload_pending", "next session"),
+        ("provenance: {data_source: simulator, symbol: MES}\n", "reload_refused", "simulated"),
+        ("provenance: {data_source: ibkr, symbol: MNQ}\n", "reload_refused", "for MNQ, not"),
+        ("", "reload_refused", "no provenance"),
+    ],
+)
+def test_a_worker_loads_only_parameters_approved_on_market_data_for_its_symbol(
+    provenance: str, event: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker checks the provenance again, per symbol: a reload sent by hand (or for a
+    worker trading several symbols) cannot bring simulated or another symbol's parameters."""
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path / "home"))
+    approved = tmp_path / "home" / "research" / "approved_params.yaml"
+    approved.parent.mkdir(parents=True)
+    approved.write_text(f"{provenance}strategy: {{lookback: 15}}\n")
+    desk = Desk(settings_for(tmp_path))
+    feed(desk, None, [control("reload_params", 0)])
+    [reload] = [e for e in desk.ledger.risk_events("MES") if e["event"].startswith("reload")]
+    desk.close()
+    assert reload["event"] == event and why in reload["detail"]
