@@ -241,7 +241,7 @@ def research_bars(cfg: Config, sessions: int) -> pl.DataFrame:
             description=f"no continuous {symbol} bars yet: materialize continuous_bars first",
             allow_retries=False,
         )
-    return read_recent_sessions(continuous_reader(symbol, cfg), built[-1], sessions, cfg)
+    return read_recent_sessions(continuous_reader(symbol, cfg), built, sessions, cfg)
 
 
 def window_metadata(bars: pl.DataFrame, cfg: Config) -> dict[str, Any]:

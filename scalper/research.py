@@ -974,14 +974,18 @@ def read_sessions(read: DayReader, first: date, last: date, cfg: Config) -> pl.D
 
 
 def read_recent_sessions(
-    read: DayReader, latest_day: date, sessions: int, cfg: Config
+    read: DayReader, stored_days: Sequence[date], sessions: int, cfg: Config
 ) -> pl.DataFrame:
-    """The last `sessions` whole sessions up to the UTC day `latest_day` (the store's newest).
+    """The last `sessions` whole sessions of the store, whose UTC days are `stored_days`
+    (ascending, as `store.partitions` lists them).
 
-    The session opening on the evening of `latest_day` has only begun, so it is left out.
+    The window is counted in stored days, not calendar days, so history with holes (a vendor's
+    scattered days, years apart) gives as many sessions as one without: a session spans at most
+    two UTC days, its date being the later one. The session opening on the evening of the newest
+    day has only begun, so it is left out.
     """
-    calendar_days = sessions * 7 // 5 + 7  # weekends, and a few holidays to spare
-    bars = read_sessions(read, latest_day - timedelta(days=calendar_days), latest_day, cfg)
+    first = stored_days[max(0, len(stored_days) - 2 * sessions - 1)]
+    bars = read_sessions(read, first, stored_days[-1], cfg)
     return last_sessions(bars, sessions, cfg)
 
 

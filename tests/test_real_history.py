@@ -38,7 +38,7 @@ DAYS = sorted(
 FIRST, LAST = date(2013, 10, 6), date(2020, 1, 6)
 
 # Defaults but the instrument and a small grid, so the walk-forward is quick. The assets read the
-# last `walk_forward_sessions` calendar sessions back from the newest day: enough to reach 2013.
+# last `research.walk_forward_sessions` (250) stored sessions: 2013 and 2020 alike.
 CONFIG = """\
 instrument: {symbol: ES, point_value: 50.0}
 research:
@@ -49,7 +49,6 @@ research:
   take_profit_ticks: [0]
   folds: 3
   min_trades: 1
-  walk_forward_sessions: 2000
 """
 
 pytestmark = pytest.mark.skipif(not LEAN.is_dir(), reason="real ES data not available")

@@ -628,11 +628,24 @@ def test_read_sessions_gives_whole_validated_sessions(home: Path) -> None:
     dates = session_dates(bars, cfg)
     expected = bars.filter(dates.is_between(date(2024, 1, 3), date(2024, 1, 5)))
     assert got.select(expected.columns).equals(expected)
-    recent = research.read_recent_sessions(read, days[-1], 4, cfg)
+    recent = research.read_recent_sessions(read, days, 4, cfg)
     assert session_dates(recent, cfg).unique().len() == 4
     assert session_dates(recent, cfg).max() == dates.max()
     with pytest.raises(DataError, match="no validated bars for the sessions 2023-01-02"):
         research.read_sessions(read, date(2023, 1, 2), date(2023, 1, 5), cfg)
+
+
+def test_recent_sessions_are_counted_in_stored_days_not_calendar_days(home: Path) -> None:
+    """History with holes (scattered vendor days, years apart) gives as many sessions as one
+    without: a week of 2023 and three sessions of 2024 are the last 8 sessions of the store."""
+    cfg = load_config(None, env={})
+    older = simulate_bars(date(2023, 1, 9), 5, seed=1)
+    newer = simulate_bars(date(2024, 1, 9), 3, seed=2)
+    days = store_continuous(pl.concat([older, newer]))
+    recent = research.read_recent_sessions(research.continuous_reader("MES", cfg), days, 8, cfg)
+    sessions = session_dates(recent, cfg).unique().sort().to_list()
+    assert len(sessions) == 8
+    assert sessions[0] == date(2023, 1, 9) and sessions[-1] == date(2024, 1, 11)
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def _inputs(args: argparse.Namespace, *windows: str) -> tuple[Config, pl.DataFra
                 "(run `scalper data continuous` after `scalper validate`)"
             )
         sessions = max(getattr(cfg.research, window) for window in windows)
-        bars = read_recent_sessions(read, stored[-1], sessions, cfg)
+        bars = read_recent_sessions(read, stored, sessions, cfg)
     elif args.start > args.end:
         raise ScalperError(f"--start {args.start} is after --end {args.end}")
     else:
