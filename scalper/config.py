@@ -1196,7 +1196,9 @@ def _apply_safety_rules(cfg: Config, report: _Reporter) -> Config:
     errors, warnings = _mode_issues(cfg)
     for issue, suffix in errors:
         report.add(issue, suffix)
-    lines = tuple(report.line(i, "; an error in live mode") for i in warnings)
+    lines = tuple(
+        report.line(i, "; an error in live mode") for i in warnings if i.path not in report.reported
+    )
     return replace(cfg, warnings=lines)
 
 
