@@ -47,7 +47,7 @@ from scalper.calendar import (
     zone_problem,
 )
 from scalper.errors import ConfigError, ScalperError
-from scalper.instruments import INSTRUMENTS
+from scalper.instruments import INSTRUMENTS, canonical_symbol
 from scalper.kafka.topics import is_valid_symbol
 from scalper.paths import use_configured_home
 
@@ -147,10 +147,10 @@ def _miscased_symbol(symbol: str) -> str | None:
     A symbol is used as written: it names the Kafka topic, the ledger's rows and the IB contract,
     and `mes` would pass none of the checks the instruments table gives `MES`.
     """
-    upper = symbol.upper()
-    if symbol == upper or upper not in INSTRUMENTS:
+    known = canonical_symbol(symbol)
+    if known == symbol:
         return None
-    return f"{symbol!r} is {upper} in the wrong case; write {upper!r}"
+    return f"{symbol!r} is {known} in the wrong case; write {known!r}"
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,16 @@ INSTRUMENTS: Mapping[str, InstrumentSpec] = _table(
 """Every supported product, by symbol."""
 
 
+def canonical_symbol(symbol: str) -> str:
+    """`symbol` as the instruments table spells it (`mes` -> `MES`), else unchanged.
+
+    Symbols name store partitions, Kafka topics and ledger rows as written, so a command given
+    `mes` must look for `MES`, not report that nothing is stored.
+    """
+    upper = symbol.strip().upper()
+    return upper if upper in INSTRUMENTS else symbol
+
+
 def spec(symbol: str) -> InstrumentSpec:
     """The specification of `symbol`; an unknown symbol is a user error listing the known ones."""
     try:

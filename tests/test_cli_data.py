@@ -100,6 +100,19 @@ def test_import_lean_stores_contracts_then_validate_and_continuous_build_the_fro
     assert front.select(BAR_COLUMNS).equals(read_bars(FRONT_CSV).select(BAR_COLUMNS))
 
 
+def test_a_symbol_in_any_case_is_the_instrument(home: Path) -> None:
+    # `mes` names MES: simulated into MES's partitions, validated and built as MES, not
+    # "unknown instrument" nor "no stored mes bars".
+    assert (
+        main(["data", "simulate", "--days", "1", "--start", "2024-06-10", "--symbol", "mes"]) == 0
+    )
+    assert store.read_range("MES", date(2024, 6, 9), date(2024, 6, 10)).height > 0
+    assert main(["validate", "--symbol", "Mes", "--start", "2024-06-10"]) == 0
+    continuous = ["data", "continuous", "--symbol", "mes", "--start", "2024-06-10"]
+    assert main([*continuous, "--end", "2024-06-10"]) == 0
+    assert store.stored_series("MES", "continuous")
+
+
 def test_continuous_refuses_days_not_validated(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

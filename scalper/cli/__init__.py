@@ -44,6 +44,14 @@ def iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def instrument_symbol(text: str) -> str:
+    """An argparse type for `--symbol`: a known instrument in any case, as the table spells it
+    (`mes` -> `MES`), so stores, topics and ledgers are looked up under the right name."""
+    from scalper.instruments import canonical_symbol
+
+    return canonical_symbol(text)
+
+
 def add_bar_file_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how to read a bars file's times, for every command that reads one.
 

@@ -27,7 +27,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
-from scalper.cli import add_bar_file_options, iso_date
+from scalper.cli import add_bar_file_options, instrument_symbol, iso_date
 from scalper.config import FileFormat
 
 if TYPE_CHECKING:
@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--start", type=iso_date, help="first session date, YYYY-MM-DD (default: DAYS days ago)"
     )
     simulate.add_argument("--seed", type=int, help="simulator seed (default: data.seed)")
-    simulate.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    simulate.add_argument(
+        "--symbol", type=instrument_symbol, help="instrument (default: instrument.symbol)"
+    )
     _add_config(simulate)
     simulate.set_defaults(func=_simulate)
 
@@ -58,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     imported.add_argument(
         "--format", choices=get_args(FileFormat), help="file layout (default: data.format)"
     )
-    imported.add_argument("--symbol", help="instrument the files hold (default: instrument.symbol)")
+    imported.add_argument(
+        "--symbol",
+        type=instrument_symbol,
+        help="instrument the files hold (default: instrument.symbol)",
+    )
     imported.add_argument(
         "--bar-seconds", type=int, help="resample to this bar size first (default: keep)"
     )
@@ -69,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     continuous = actions.add_parser(
         "continuous", help="build the continuous series from validated bars (after validate)"
     )
-    continuous.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    continuous.add_argument(
+        "--symbol", type=instrument_symbol, help="instrument (default: instrument.symbol)"
+    )
     continuous.add_argument("--start", type=iso_date, required=True, help="first UTC day")
     continuous.add_argument("--end", type=iso_date, required=True, help="last UTC day (included)")
     _add_config(continuous)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from scalper.cli import iso_date
+from scalper.cli import instrument_symbol, iso_date
 
 
 def register_data(actions: argparse._SubParsersAction) -> None:
@@ -45,7 +45,9 @@ def register_data(actions: argparse._SubParsersAction) -> None:
 
 def _add_ib_options(parser: argparse.ArgumentParser, client_id_default: str) -> None:
     """The options every IB action takes: the instrument, the API client id, the configuration."""
-    parser.add_argument("--symbol", help="instrument (default: instrument.symbol)")
+    parser.add_argument(
+        "--symbol", type=instrument_symbol, help="instrument (default: instrument.symbol)"
+    )
     parser.add_argument(
         "--client-id", type=int, help=f"IB API client id (default: {client_id_default})"
     )

@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scalper.cli import add_bar_file_options, iso_date
+from scalper.cli import add_bar_file_options, instrument_symbol, iso_date
 
 if TYPE_CHECKING:
     from scalper.bars import BarFileSpec
@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     validate = sub.add_parser(
         "validate", help="validate raw bars into the store's validated stage (or check a file)"
     )
-    validate.add_argument("--symbol", help="product (default: instrument.symbol)")
+    validate.add_argument(
+        "--symbol", type=instrument_symbol, help="product (default: instrument.symbol)"
+    )
     source = validate.add_mutually_exclusive_group()
     source.add_argument("--file", type=Path, help="validate this bars file instead of the store")
     source.add_argument("--start", type=iso_date, help="first stored UTC day, YYYY-MM-DD")

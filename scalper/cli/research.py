@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scalper.cli import add_bar_file_options, iso_date
+from scalper.cli import add_bar_file_options, instrument_symbol, iso_date
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,7 +48,9 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="normalized bars file (CSV or Parquet)")
     add_bar_file_options(parser)
-    source.add_argument("--symbol", help="the continuous series of SYMBOL from the store")
+    source.add_argument(
+        "--symbol", type=instrument_symbol, help="the continuous series of SYMBOL from the store"
+    )
     parser.add_argument("--start", type=iso_date, help="first session date (with --symbol)")
     parser.add_argument("--end", type=iso_date, help="last session date (with --symbol)")
     parser.add_argument(
