@@ -123,9 +123,10 @@ def validated_bars(
 ) -> MaterializeResult:
     """Raw bars checked by the Great Expectations suites, one store day per partition.
 
-    Failing bars are quarantined with the reason (kept, never dropped) and every day gets a status
-    record; a day with problems quarantine cannot fix is flagged as failed, and downstream refuses
-    it. The asset checks report the suites' verdicts, the Data Docs hold the details.
+    Bars failing an ERROR check are quarantined with the reason (kept, never dropped) and every
+    day gets a status record; a hole inside a session is a warning (the `gaps` check) that sets
+    nothing aside, so the day stays usable downstream. The asset checks report the suites'
+    verdicts, the Data Docs hold the details.
     """
     with user_errors():
         validated = validate_stored_days(requested_days(context), scalper_config.load())

@@ -352,8 +352,10 @@ def partition_status(
 def is_validated(status: Mapping[str, Any] | None) -> bool:
     """Whether downstream work may use a day: validated, and every failure set aside.
 
-    Rows in the quarantine are excluded by `read_range`; a failure that is not a row (a gap in the
-    session, say) cannot be set aside, so it makes the whole day unusable.
+    Rows in the quarantine are excluded by `read_range`; a failure that is not a row could not be
+    set aside and would make the whole day unusable. Validation (`quality.store_days`) records
+    none (a hole in a session is a warning, bad bars are set aside), but a record written by an
+    older version that refused days with holes may: validating the day again replaces it.
     """
     return status is not None and status["failed"] == 0
 
