@@ -39,7 +39,7 @@ def use_configured_home(home: str | None, source: str) -> None:
     is set; `None` leaves the choice as it was. `scalper.config.load_config` calls this."""
     global _configured
     if home is not None:
-        _configured = (_absolute(home, f"{source}: paths.home"), f"{source}: paths.home")
+        _configured = (absolute_path(home, f"{source}: paths.home"), f"{source}: paths.home")
 
 
 def home() -> Path:
@@ -87,17 +87,20 @@ def _chosen() -> tuple[Path, str]:
     """The data directory's path and its origin, by the precedence of the module notes."""
     value = os.environ.get(ENV, "").strip()
     if value:
-        return _absolute(value, ENV), ENV
+        return absolute_path(value, ENV), ENV
     if _configured is not None:
         return _configured
     return platform_home(), "the default, the user data folder"
 
 
-def _absolute(value: str, origin: str) -> Path:
+def absolute_path(value: str, origin: str) -> Path:
+    """`value` (`~` expanded) as an absolute path; a relative one is an error naming `origin`
+    (an environment variable, a setting): it would differ from one working directory to the
+    next, and each process of the system starts in its own."""
     path = Path(value).expanduser()
     if not path.is_absolute():
         raise ScalperError(
-            f"{origin} = {value!r} is a relative path; give an absolute one (a relative data "
-            "directory would differ from one working directory to the next)"
+            f"{origin} = {value!r} is a relative path; give an absolute one (a relative path "
+            "would differ from one working directory to the next)"
         )
     return Path(os.path.normpath(path))

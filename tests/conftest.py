@@ -6,8 +6,10 @@ a Dagster run beside the tests) Hypothesis' timing health checks and per-example
 fail tests for being slow, so the profile turns exactly those off and nothing else.
 """
 
+import os
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +31,12 @@ settings.load_profile("scalper")
 @pytest.fixture(autouse=True, scope="session")
 def user_data_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The platform's user data folder, the default data directory, for this test session: a
-    test (or a command it runs) that sets no SCALPER_HOME never writes into the real user's."""
+    test (or a command it runs) that sets no SCALPER_HOME never writes into the real user's.
+    The Kafka jars, fetched once with Maven, stay in the user's cache folder between runs."""
     with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("SCALPER_KAFKA_LIBS"):
+            cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            patch.setenv("SCALPER_KAFKA_LIBS", str(cache.absolute() / "scalper" / "kafka-libs"))
         patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
         yield
 

@@ -89,9 +89,10 @@ def free_port(host: str = HOST) -> int:
 
 
 def default_libs() -> Path:
-    """Where the jars are cached: `$SCALPER_KAFKA_LIBS`, else `kafka/libs` in the data directory."""
+    """Where the jars are cached: `$SCALPER_KAFKA_LIBS` (absolute, as every path the system
+    shares between processes), else `kafka/libs` in the data directory."""
     shared = os.environ.get(LIBS_ENV)
-    return Path(shared).expanduser().resolve() if shared else paths.subdir_path("kafka") / "libs"
+    return paths.absolute_path(shared, LIBS_ENV) if shared else paths.subdir_path("kafka") / "libs"
 
 
 def fetch_jars(libs: Path | None = None, progress: Progress = _silent) -> Path:
