@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -26,13 +27,20 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.clients import publish, read_topic
 from scalper.kafka.messages import Bar, Control, decode_dead_letter, encode, encode_bar
 from scalper.ledger import Ledger
 from scalper.live.replay import wait_for_end
 from scalper.live.settings import LiveSettings
-from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
+from scalper.live.worker import (
+    claim_worker_slot,
+    end_offsets,
+    prepare_run,
+    start_worker,
+    stop_worker,
+)
 from tests.shared import (
     CASES,
     CONFORMANCE,
@@ -442,3 +450,37 @@ def test_stream_commands_report_mistakes_in_one_line(tmp_path: Path) -> None:
     assert bad_speed.returncode == 2 and "'0' is not 'max' or a positive number" in bad_speed.stderr
     missing = run("stream", "replay", "--data", str(tmp_path / "none.csv"), home=tmp_path)
     assert_one_line_error(missing, "no such file")
+
+
+def test_one_worker_per_run_folder_even_when_starts_race(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """The folder's worker lock, not the pid file, decides: a second start is refused before it
+    touches the folder, and a SIGKILLed worker leaves no lock behind for its restart."""
+    config = case_config(CONFORMANCE / "01_signals_only", tmp_path, kafka_broker.bootstrap)
+    live = start_run(config, tmp_path / "run")
+    prepare_run(live)
+    with open(tmp_path / "worker.log", "wb") as log:
+        first = start_worker(live, log=log)
+        try:
+            (live.run_dir / "worker-0.pid").unlink()  # a lost pid file must not matter
+            with pytest.raises(ScalperError, match="already runs"):
+                start_worker(live, log=log)
+        finally:
+            first.kill()
+            first.wait(10)
+        stop_worker(start_worker(live, log=log))  # the lock died with the killed worker
+
+
+def test_stream_run_is_refused_while_the_folder_s_worker_lock_is_held(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "c.yaml", {}, kafka={"bootstrap": "127.0.0.1:1"})
+    run_dir = home / "stream"
+    run_dir.mkdir(parents=True)
+    held = claim_worker_slot(run_dir, None)  # as a running worker holds it
+    try:
+        proc = run("stream", "run", "--config", config, home=home)
+    finally:
+        os.close(held)
+    assert_one_line_error(proc, "a stream worker already runs for")
+    assert not (run_dir / "recovery").exists()  # refused before preparing anything

@@ -31,18 +31,15 @@ def _speed(text: str) -> float | None:
 
 def _run(args: argparse.Namespace) -> int:
     from scalper.live.settings import LiveSettings, default_run_dir
-    from scalper.live.worker import exec_worker, prepare_run, running_workers
+    from scalper.live.worker import claim_worker_slot, exec_worker, prepare_run
 
     if args.process_id is not None and not args.addresses:
         raise ScalperError("--process-id needs --addresses (host:port of every process)")
     settings = LiveSettings.load(args.config, default_run_dir(create=True))
     for warning in settings.cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    running = running_workers(settings.run_dir)
-    if running and args.process_id is None:
-        raise ScalperError(
-            f"a stream worker already runs for {settings.run_dir} (pid {running[0]})"
-        )
+    # Claimed before the folder is prepared: a second start, racing or not, changes nothing.
+    lock = claim_worker_slot(settings.run_dir, args.process_id)
     processes = len(args.addresses.split(";")) if args.addresses else 1
     prepare_run(settings, processes)
     symbols = ", ".join(settings.symbols)
@@ -52,7 +49,11 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     exec_worker(
-        settings, workers=args.workers, process_id=args.process_id, addresses=args.addresses
+        settings,
+        workers=args.workers,
+        process_id=args.process_id,
+        addresses=args.addresses,
+        lock=lock,
     )
     return 0  # not reached: the process is the worker now
 

@@ -7,12 +7,16 @@ current ends of its topics, see `Ledger.pin_start_offsets`) and initialises the 
 partitions. Later starts of the same folder resume from the last snapshot.
 
 Each worker process writes `worker-<process id>.pid` in its run folder; a pid counts as running
-only while its command line names that folder, so a stale pid file is never trusted.
+only while its command line names that folder, so a stale pid file is never trusted. The pid file
+informs; what makes a worker the only one of its folder is `worker-<process id>.lock`, which the
+worker process holds (an exclusive `flock`) for its whole life: two starts that race past the pid
+check would otherwise both trade the same symbols from the same ledger, and every order twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -118,6 +122,24 @@ def pid_path(run_dir: Path, process_id: int | None) -> Path:
     return run_dir / f"worker-{process_id or 0}.pid"
 
 
+def claim_worker_slot(run_dir: Path, process_id: int | None) -> int:
+    """An open descriptor holding the exclusive lock of worker `process_id` of `run_dir`.
+
+    The kernel drops the lock when the last descriptor of it closes, i.e. when the worker
+    process that inherited it dies however it dies (SIGKILL included), so a crash never leaves
+    a stale lock behind for the restart to trip over.
+    """
+    fd = os.open(run_dir / f"worker-{process_id or 0}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        running = running_workers(run_dir)
+        holder = f" (pid {running[0]})" if running else ""
+        raise ScalperError(f"a stream worker already runs for {run_dir}{holder}") from None
+    return fd
+
+
 def running_workers(run_dir: Path) -> list[int]:
     """Pids of the worker processes running for `run_dir`.
 
@@ -143,15 +165,21 @@ def start_worker(
     addresses: str | None = None,
     log: IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start one worker process of a prepared run folder, in its own process group."""
+    """Start one worker process of a prepared run folder, in its own process group; it holds
+    the folder's worker lock (`claim_worker_slot`) from its first instruction."""
     command = worker_command(settings, workers=workers, process_id=process_id, addresses=addresses)
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log if log is not None else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    lock = claim_worker_slot(settings.run_dir, process_id)
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(lock,),
+        )
+    finally:
+        os.close(lock)  # the child's copy keeps the lock for as long as it lives
     pid_path(settings.run_dir, process_id).write_text(f"{process.pid}\n")
     return process
 
@@ -162,9 +190,17 @@ def exec_worker(
     workers: int | None = None,
     process_id: int | None = None,
     addresses: str | None = None,
+    lock: int | None = None,
 ) -> None:
-    """Become the worker process (for `scalper stream run` under a service manager)."""
+    """Become the worker process (for `scalper stream run` under a service manager).
+
+    `lock` is the descriptor from `claim_worker_slot`, taken before the run folder was
+    prepared; it is claimed here when not given. It survives the exec, so the worker holds it.
+    """
     command = worker_command(settings, workers=workers, process_id=process_id, addresses=addresses)
+    if lock is None:
+        lock = claim_worker_slot(settings.run_dir, process_id)
+    os.set_inheritable(lock, True)
     pid_path(settings.run_dir, process_id).write_text(f"{os.getpid()}\n")
     os.execv(command[0], command)
 
