@@ -41,8 +41,7 @@ class BacktestResult:
     metrics: dict[str, Any]
 
     def write_trades_csv(self, path: str | Path) -> None:
-        with atomic_write(path) as fh:  # an interrupted write never leaves half a file
-            trades_csv_frame(self.trades).write_csv(fh)
+        write_trades_csv(self.trades, path)
 
     def summary(self) -> str:
         """A few lines a trader reads first."""
@@ -67,6 +66,12 @@ class BacktestResult:
             k: (v if not isinstance(v, float) or math.isfinite(v) else None)
             for k, v in self.metrics.items()
         }
+
+
+def write_trades_csv(trades: pl.DataFrame, path: str | Path) -> None:
+    """The SPEC §4 trades CSV at `path`; an interrupted write never leaves half a file."""
+    with atomic_write(path) as fh:
+        trades_csv_frame(trades).write_csv(fh)
 
 
 def trades_csv_frame(trades: pl.DataFrame) -> pl.DataFrame:

@@ -35,7 +35,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from scalper import paths
-from scalper.backtest import trades_csv_frame, trades_from_records
+from scalper.backtest import trades_from_records, write_trades_csv
 from scalper.bars import BarFileSpec, off_tick_warning, read_bars
 from scalper.config import load_config
 from scalper.errors import ScalperError
@@ -131,7 +131,7 @@ def replay(
             with contextlib.suppress(ScalperError, KafkaError):
                 delete_replay_topics(settings.bootstrap, settings.namespace)
     if trades_out is not None:
-        trades_csv_frame(trades).write_csv(Path(trades_out))
+        write_trades_csv(trades, trades_out)
     ignored = cfg.broker.kind if cfg.broker.kind != "paper" else None
     return ReplayResult(symbol, bars.height, trades, run_dir, ignored)
 
