@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -119,14 +119,19 @@ CHECKED_STARTS = BarFileSpec()
 
 
 def read_bars(
-    path: str | Path, spec: BarFileSpec = CHECKED_STARTS, *, restamp: bool = True
+    path: str | Path,
+    spec: BarFileSpec = CHECKED_STARTS,
+    *,
+    restamp: bool = True,
+    bad_bars: BadBars = "refuse",
 ) -> pl.DataFrame:
     """Read and validate a normalized bars file (CSV, CSV.gz or Parquet, chosen by suffix).
 
     Returns the bar columns in `BAR_SCHEMA` order followed by any extra columns (such as
     `symbol`) unchanged, in file order: an unsorted file is an error, never re-sorted. `spec`
     says how to read the times; `restamp=False` leaves `to_bar_starts` to a caller that reads
-    several files of one series (the check needs the whole series).
+    several files of one series (the check needs the whole series); `bad_bars` as in
+    `validate_bars`.
     """
     path = Path(path)
     source = str(path)
@@ -145,7 +150,9 @@ def read_bars(
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{source}: cannot read {kind.upper()}: {_first_line(exc)}") from None
     raw = with_ts_column(raw, ts_column, source)
-    bars = validate_bars(raw, source, csv=kind == "csv", ts_unit=spec.ts_unit, ts_name=ts_column)
+    bars = validate_bars(
+        raw, source, csv=kind == "csv", ts_unit=spec.ts_unit, ts_name=ts_column, bad_bars=bad_bars
+    )
     return to_bar_starts(bars, spec.stamped, source) if restamp else bars
 
 
@@ -431,10 +438,19 @@ class _Locator:
 @dataclass(frozen=True)
 class _Check:
     """One rule: `bad` marks offending rows, `why` explains one of them (given its row values
-    and the label of the previous row)."""
+    and the label of the previous row). `of_a_bar`: the row is a bar, but a wrong one (a
+    non-positive price, OHLC out of order, negative volume), which the quality suites find too
+    and quarantine; the other rules find rows that cannot be stored as bars at all."""
 
     bad: pl.Expr
     why: Callable[[dict[str, Any], str], str]
+    of_a_bar: bool = False
+
+
+BadBars = Literal["refuse", "keep"]
+"""What `validate_bars` does with a row that parses but is a wrong bar: `refuse` the data (what a
+backtest reads must be right), or `keep` it for validation to quarantine (the raw stage: one bad
+tick must not refuse a vendor's year of history)."""
 
 
 def validate_bars(
@@ -444,13 +460,15 @@ def validate_bars(
     csv: bool = False,
     ts_unit: TsUnit = "ns",
     ts_name: str = "ts",
+    bad_bars: BadBars = "refuse",
 ) -> pl.DataFrame:
     """Parse and check raw bar columns; return them as `BAR_SCHEMA` (+ extras) or raise.
 
     `df` may hold the bar columns as text (as read from CSV) or typed (Parquet, in-memory frames).
     `source` names the data in messages; `csv=True` reports CSV line numbers instead of rows.
     Integer times are in `ts_unit` (`auto`: by magnitude, for files; frames made in this system
-    hold ns); `ts_name` is what the file calls the time column, for messages.
+    hold ns); `ts_name` is what the file calls the time column, for messages. `bad_bars="keep"`
+    keeps rows that are wrong bars (`BadBars`); rows that are no bars are always refused.
     The first offending row in data order is reported, so fixing errors top to bottom works.
     """
     missing = [c for c in BAR_COLUMNS if c not in df.columns]
@@ -471,13 +489,14 @@ def validate_bars(
     work = pl.concat([parsed, raw], how="horizontal").with_columns(
         pl.col("ts").shift(1).alias("previous ts")
     )
-    _raise_first_problem(work, locator)
+    _raise_first_problem(
+        work, locator, [c for c in _checks() if bad_bars == "refuse" or not c.of_a_bar]
+    )
     bars = parsed.with_columns(_whole_volume(df.get_column("volume"), parsed.get_column("volume")))
     return pl.concat([bars, df.drop(BAR_COLUMNS)], how="horizontal")
 
 
-def _raise_first_problem(work: pl.DataFrame, locator: _Locator) -> None:
-    checks = _checks()
+def _raise_first_problem(work: pl.DataFrame, locator: _Locator, checks: list[_Check]) -> None:
     firsts = work.select(
         check.bad.fill_null(False).arg_true().first().alias(str(i))
         for i, check in enumerate(checks)
@@ -532,7 +551,11 @@ def _number_checks(column: str) -> list[_Check]:
             _Check(
                 ~value.is_finite(), lambda row, _: f"{column} {_shown(row, column)} is not finite"
             ),
-            _Check(value <= 0, lambda row, _: f"{column} {_shown(row, column)} is not positive"),
+            _Check(
+                value <= 0,
+                lambda row, _: f"{column} {_shown(row, column)} is not positive",
+                of_a_bar=True,
+            ),
         ]
     return checks
 
@@ -544,7 +567,11 @@ def _volume_checks() -> list[_Check]:
             ~volume.is_finite() | (volume != volume.floor()),
             lambda row, _: f"volume {_shown(row, 'volume')} is not a whole number",
         ),
-        _Check(volume < 0, lambda row, _: f"volume {_shown(row, 'volume')} is negative"),
+        _Check(
+            volume < 0,
+            lambda row, _: f"volume {_shown(row, 'volume')} is negative",
+            of_a_bar=True,
+        ),
     ]
 
 
@@ -560,9 +587,13 @@ def _ohlc_checks() -> list[_Check]:
         return f"low {_shown(row, 'low')} > {side} {_shown(row, side)}"
 
     return [
-        _Check(high < low, lambda row, _: f"high {_shown(row, 'high')} < low {_shown(row, 'low')}"),
-        _Check(high < pl.max_horizontal(open_, close), above),
-        _Check(low > pl.min_horizontal(open_, close), below),
+        _Check(
+            high < low,
+            lambda row, _: f"high {_shown(row, 'high')} < low {_shown(row, 'low')}",
+            of_a_bar=True,
+        ),
+        _Check(high < pl.max_horizontal(open_, close), above, of_a_bar=True),
+        _Check(low > pl.min_horizontal(open_, close), below, of_a_bar=True),
     ]
 
 

@@ -25,7 +25,10 @@ error rather than ignored.
 A folder imports every matching file in name order (vendors name files by date) with a progress
 bar; each series must continue where the previous file stopped, so overlapping downloads are caught
 instead of silently duplicated. Every output has passed `validate_bars` (per contract for
-`lean_zip`): bad rows are reported with the file and line, never dropped.
+`lean_zip`): rows that are no bars (unparseable, out of time order) are refused with the file and
+line. Rows that are wrong bars (OHLC out of order, a non-positive price, negative volume: a
+vendor's bad tick) are imported as delivered, never dropped, and `scalper validate` quarantines
+each with the reason: one bad tick must not refuse a year of history (`BadBars`).
 """
 
 from __future__ import annotations
@@ -153,7 +156,7 @@ def _read_text_csv(
 
 
 def _read_normalized(path: Path, symbol: str, spec: BarFileSpec) -> pl.DataFrame:
-    bars = read_bars(path, spec, restamp=False)
+    bars = read_bars(path, spec, restamp=False, bad_bars="keep")
     if "symbol" in bars.columns:
         others = sorted(set(bars.get_column("symbol").drop_nulls().to_list()) - {symbol})
         if others:
@@ -195,7 +198,7 @@ def _read_lean_member(where: str, name: str, data: bytes, symbol: str) -> pl.Dat
         row = bad[0]
         raise DataError(f"{where} row {row + 1}: {raw['ms'][row]!r} is not ms since midnight")
     ts = (ms + (day - _EPOCH).days * _MS_PER_DAY) * _NS_PER_MS
-    bars = validate_bars(raw.with_columns(ts=ts).select(BAR_COLUMNS), where)
+    bars = validate_bars(raw.with_columns(ts=ts).select(BAR_COLUMNS), where, bad_bars="keep")
     return bars.with_columns(contract=pl.lit(contract.local_symbol, dtype=pl.String))
 
 
@@ -228,7 +231,9 @@ def _read_eastern_csv(path: Path, symbol: str, spec: BarFileSpec) -> pl.DataFram
         hint = " (name the time column with --ts-column)" if column in missing else ""
         raise DataError(f"{where}: missing columns {', '.join(missing)} (found: {found}){hint}")
     ts = _new_york_to_utc_ns(raw.get_column(column), where)
-    return validate_bars(raw.with_columns(ts=ts).select(BAR_COLUMNS), where, csv=True)
+    return validate_bars(
+        raw.with_columns(ts=ts).select(BAR_COLUMNS), where, csv=True, bad_bars="keep"
+    )
 
 
 def _new_york_to_utc_ns(text: pl.Series, where: str) -> pl.Series:

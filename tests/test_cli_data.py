@@ -113,6 +113,32 @@ def test_a_symbol_in_any_case_is_the_instrument(home: Path) -> None:
     assert store.stored_series("MES", "continuous")
 
 
+def test_a_vendor_s_bad_tick_is_imported_then_quarantined_not_the_file_refused(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One wrong bar (high below low) in a vendor file: the import keeps it, `validate` sets it
+    aside with the reason, and every other bar of the day reaches the continuous series."""
+    bars = simulate_bars(date(2024, 6, 11), 1)
+    row = 700
+    broken = bars.with_columns(
+        high=pl.when(pl.int_range(pl.len()) == row).then(pl.col("low") - 1).otherwise("high")
+    )
+    write_bars(broken, tmp_path / "vendor.csv")
+    assert main(["data", "import", str(tmp_path / "vendor.csv"), "--format", "normalized"]) == 0
+    assert main(["validate", "--start", "2024-06-10", "--end", "2024-06-11"]) == 1
+    out = capsys.readouterr().out
+    assert "MES 2024-06-11: FAILED, 1 of " in out and "high below low (1)" in out
+    quarantined = store.read_quarantine("MES", date(2024, 6, 11), store.stage_root("validated"))
+    assert quarantined["ts"].to_list() == [bars["ts"][row]]
+    assert main(["data", "continuous", "--start", "2024-06-10", "--end", "2024-06-11"]) == 0
+    series = store.read_range(
+        "MES", date(2024, 6, 10), date(2024, 6, 11), store.stage_root("continuous")
+    )
+    assert series.select(BAR_COLUMNS).equals(
+        bars.filter(pl.int_range(pl.len()) != row).select(BAR_COLUMNS)
+    )
+
+
 def test_continuous_refuses_days_not_validated(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

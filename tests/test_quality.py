@@ -543,6 +543,24 @@ def test_cli_validates_a_file_and_fails_on_bad_bars(
     assert "--end needs --start" in capsys.readouterr().err
 
 
+def test_cli_validate_file_counts_every_wrong_bar(
+    day: pl.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Wrong bars are the suites' to count and name, all of them, not a refusal at the first."""
+    monkeypatch.setenv("SCALPER_HOME", str(tmp_path))
+    bars, _ = high_below_close(day)
+    bars, _ = negative_volume(bars)
+    write_bars(_set(bars, 200, volume=-1), tmp_path / "bad.csv")
+    assert main(["validate", "--file", str(tmp_path / "bad.csv")]) == 1
+    assert capsys.readouterr().out.strip() == (
+        f"{tmp_path / 'bad.csv'}: FAILED, 3 of 1,380 bars quarantined; high below close (1), "
+        "volume is negative (2)"
+    )
+
+
 def test_cli_imports_great_expectations_only_when_validating() -> None:
     code = (
         "import sys; from scalper.cli import build_parser; build_parser(); "

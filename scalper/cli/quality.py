@@ -2,8 +2,9 @@
 
 Two sources:
 
-* `--file F` — a normalized bars file (read by `read_bars`, which already rejects structurally
-  broken rows with their line number); one verdict line, nothing is written.
+* `--file F` — a normalized bars file (read by `read_bars`, which already rejects rows that are
+  no bars with their line number, and keeps wrong bars for the suites to count and name); one
+  verdict line, nothing is written.
 * the bar store — the raw days of `--symbol` (a product: its contracts too), `--start … --end`
   or every stored day, validated into the `validated` stage by `quality.store_days`, the function
   behind the `validated_bars` asset: each day gets its quarantine (failing bars with the reason)
@@ -64,7 +65,8 @@ def _validate_file(path: Path, spec: BarFileSpec, symbol: str, cfg: Config, *, d
     from quality import build_data_docs, validate_frame
     from scalper.bars import read_bars
 
-    result = validate_frame(read_bars(path, spec), symbol=symbol, cfg=cfg, name=str(path))
+    bars = read_bars(path, spec, bad_bars="keep")  # every wrong bar in the verdict, not the first
+    result = validate_frame(bars, symbol=symbol, cfg=cfg, name=str(path))
     print(result.summary())
     if docs:
         print(f"Data Docs: {build_data_docs([result])}")

@@ -374,8 +374,9 @@ async def _download_chunk(
         end, duration = chunk.request(now_ns)
     bars = await fetcher.fetch(contract, end, duration, piece.name)
     bars = _within(bars, chunk.start_ns, chunk.end_ns)
-    if bars.height:
-        validate_bars(bars, f"IB {piece.name} bars from {_utc(chunk.start_ns):%Y-%m-%d %H:%M}")
+    if bars.height:  # wrong bars are kept for validation to quarantine (`BadBars`)
+        where = f"IB {piece.name} bars from {_utc(chunk.start_ns):%Y-%m-%d %H:%M}"
+        validate_bars(bars, where, bad_bars="keep")
     return bars
 
 
@@ -403,12 +404,13 @@ def _within(bars: pl.DataFrame, start_ns: int, end_ns: int) -> pl.DataFrame:
 
 
 def _assemble(frames: list[pl.DataFrame], series: str) -> pl.DataFrame:
-    """The pieces' bars as one validated series (pieces are disjoint and in time order)."""
+    """The pieces' bars as one checked series (pieces are disjoint and in time order); a wrong
+    bar IB served is kept, as from any source, for `scalper validate` to quarantine."""
     empty = pl.DataFrame(schema={**BAR_SCHEMA, "contract": pl.String()})
     bars = pl.concat([empty, *frames]).with_columns(symbol=pl.lit(series, pl.String))
     if bars.height == 0:
         return bars
-    return validate_bars(bars, f"IB {series} download")
+    return validate_bars(bars, f"IB {series} download", bad_bars="keep")
 
 
 # ---------------------------------------------------------------------------------------------
