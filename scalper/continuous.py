@@ -238,7 +238,8 @@ def _refusal(series: str, day: date) -> str | None:
         return None
     problems = ", ".join(f"{reason} ({n})" for reason, n in status.get("problems", {}).items())
     return (
-        f"{series} {day} failed validation with {status['failed']} unfixable problem(s): {problems}"
+        f"{series} {day} failed validation with {status['failed']} unfixable problem(s): "
+        f"{problems} (a record of an older version: `scalper validate` the day again)"
     )
 
 

@@ -230,7 +230,8 @@ def test_the_stored_series_is_built_from_validated_days_only(
     with pytest.raises(UnvalidatedBars) as refused:
         build_continuous({"MES": ROLL_WEEK}, 8)
     assert refused.value.refusals == [
-        "MESM4 2024-03-07 failed validation with 1 unfixable problem(s): a hole (1)"
+        "MESM4 2024-03-07 failed validation with 1 unfixable problem(s): a hole (1) "
+        "(a record of an older version: `scalper validate` the day again)"
     ]
 
     mark_validated("MES", ROLL_WEEK, skip={("MESM4", date(2024, 3, 4))})
