@@ -4,7 +4,8 @@
 work whether or not the Prefect server runs — a kill switch must never depend on one more
 service. `resume` is also the manual reset of a halt: the worker lifts pauses and halts alike.
 `ops server` runs the local Prefect server in the foreground; `ops serve` starts it
-(unless one answers already) and serves the scheduled flows (`flows.serve`) until stopped.
+(unless one answers already) and serves the scheduled flows (`flows.serve`) until stopped, then
+stops what it started; `ops run <flow>` runs one flow once, now.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported by the handlers: `scalper --help` stays fast
     from scalper.ops.context import Operations
+
+FLOW_NAMES = ("session-open", "eod-watchdog", "daily-summary", "kill-switch", "stream-supervisor")
+"""The operations flows (`flows.operations.FLOWS`, which imports Prefect: too slow for `--help`)."""
 
 
 def _ops(args: argparse.Namespace) -> Operations:
@@ -87,7 +91,9 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from scalper.config import load_config
+    """Serve the flows until stopped (Ctrl-C, SIGTERM); then stop everything started here: the
+    serving process (in a session of its own, so the signal reaches it only through us), the
+    stream workers its supervisor started (with `ops.supervise_worker`), the Prefect server."""
     from scalper.ops.prefect import (
         api_url,
         prefect_env,
@@ -96,22 +102,62 @@ def _serve(args: argparse.Namespace) -> int:
         start_server,
         stop_process,
     )
+    from scalper.ops.supervisor import stop_workers, supervised_workers
     from scalper.paths import subdir
 
-    cfg = load_config(args.config)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    server = None
-    if not server_answers(cfg):
-        print(f"starting the Prefect server at {api_url(cfg)} ...", flush=True)
-        with open(subdir("logs") / "prefect-server.log", "ab") as log:
-            server = start_server(cfg, log)
-    serving = subprocess.Popen(serve_command(args.config), env=prefect_env(cfg))
+    ops = _ops(args)
+    cfg = ops.cfg
+    earlier = supervised_workers(ops)  # started before this serve: not ours to stop
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (`&`)
+        signal.signal(sig, signal.default_int_handler)
+    server = serving = None
     try:
+        if not server_answers(cfg):
+            print(f"starting the Prefect server at {api_url(cfg)} ...", flush=True)
+            with open(subdir("logs") / "prefect-server.log", "ab") as log:
+                server = start_server(cfg, log)
+        supervision = "on" if cfg.ops.supervise_worker else "off (ops.supervise_worker: false)"
+        print(f"serving the operations flows; stream worker supervision {supervision}", flush=True)
+        serving = subprocess.Popen(
+            serve_command(args.config), env=prefect_env(cfg), start_new_session=True
+        )
         return serving.wait()
     finally:
-        stop_process(serving)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut this short
+            signal.signal(sig, signal.SIG_IGN)
+        if serving is not None:
+            stop_process(serving)
+        stop_workers(supervised_workers(ops) - earlier)
         if server is not None:
             stop_process(server)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """One flow, once, in this process, with the operations' Prefect environment (set before
+    Prefect is imported: its settings are read then); prints the flow's summary as JSON."""
+    from scalper.config import load_config
+    from scalper.errors import ScalperError
+    from scalper.ops.prefect import run_once_env
+
+    env = run_once_env(load_config(args.config))
+    os.environ.clear()
+    os.environ.update(env)
+    from flows.operations import FLOWS, KillNotConfirmed
+
+    try:
+        result = FLOWS[args.flow](config=args.config)
+    except KillNotConfirmed as exc:
+        result = exc.args[0]
+        print(json.dumps(result, indent=2, default=str))
+        print("scalper: kill NOT confirmed: act now (see above)", file=sys.stderr)
+        return 1
+    except ScalperError:
+        raise
+    except Exception as exc:  # the flow failed; Prefect has logged how, with its traceback
+        print(f"scalper: error: flow {args.flow} failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -150,3 +196,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     serve.set_defaults(func=_serve)
+    run = actions.add_parser(
+        "run", help="run one operations flow once, now (no server needed, no Prefect profile)"
+    )
+    run.add_argument("flow", choices=FLOW_NAMES, help="the flow")
+    run.add_argument("--config", help="configuration YAML (default: built-in defaults)")
+    run.set_defaults(func=_run)

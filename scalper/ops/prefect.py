@@ -34,10 +34,13 @@ def api_url(cfg: Config) -> str:
 
 
 def prefect_env(cfg: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every Prefect process: local server, local files, no analytics."""
+    """The environment of every Prefect process: local server, local files, no analytics, and
+    none of the user's own Prefect profiles (a profile could point the flows elsewhere)."""
     env = dict(os.environ if base is None else base)
+    home = subdir("prefect")
     env.update(
-        PREFECT_HOME=str(subdir("prefect")),
+        PREFECT_HOME=str(home),
+        PREFECT_PROFILES_PATH=str(home / "profiles.toml"),
         PREFECT_API_URL=api_url(cfg),
         PREFECT_SERVER_API_HOST=HOST,
         PREFECT_SERVER_API_PORT=str(cfg.ops.prefect_port),
@@ -45,6 +48,19 @@ def prefect_env(cfg: Config, base: Mapping[str, str] | None = None) -> dict[str,
         DO_NOT_TRACK="1",
     )
     env.pop("PREFECT_API_KEY", None)  # never Prefect Cloud
+    env.pop("PREFECT_PROFILE", None)
+    return env
+
+
+def run_once_env(cfg: Config, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of one flow run from the command line (`scalper ops run`): against the
+    local server when it answers, so the run shows in its UI; else Prefect's temporary server
+    for the run's duration, on the same database in the data directory."""
+    env = prefect_env(cfg, base)
+    if not server_answers(cfg):
+        del env["PREFECT_API_URL"]
+        # Prefect's 20 s are too short for a loaded VPS; ours are the local server's
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = f"{START_TIMEOUT:g}"
     return env
 
 
@@ -68,7 +84,8 @@ def server_answers(cfg: Config) -> bool:
 
 
 def start_server(cfg: Config, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start the server in its own session and wait until it answers."""
+    """Start the server in its own session and wait until it answers; a server that does not
+    answer in time, or whose wait is interrupted (Ctrl-C), is stopped, not left behind."""
     process = subprocess.Popen(
         server_command(cfg),
         env=prefect_env(cfg),
@@ -78,11 +95,15 @@ def start_server(cfg: Config, log: IO[bytes]) -> subprocess.Popen[bytes]:
         start_new_session=True,
     )
     deadline = time.monotonic() + START_TIMEOUT
-    while not server_answers(cfg):
-        if process.poll() is not None:
-            raise ScalperError(f"the Prefect server exited at start (code {process.returncode})")
-        if time.monotonic() > deadline:
-            stop_process(process)
-            raise ScalperError(f"the Prefect server did not answer within {START_TIMEOUT:g} s")
-        time.sleep(_POLL)
+    try:
+        while not server_answers(cfg):
+            if process.poll() is not None:
+                code = process.returncode
+                raise ScalperError(f"the Prefect server exited at start (code {code})")
+            if time.monotonic() > deadline:
+                raise ScalperError(f"the Prefect server did not answer within {START_TIMEOUT:g} s")
+            time.sleep(_POLL)
+    except BaseException:
+        stop_process(process)
+        raise
     return process

@@ -134,12 +134,28 @@ def _handle_mismatches(
         return "none"
     listing = "\n".join(f"- {m}" for m in mismatches)
     halt = ops.cfg.ops.on_mismatch == "halt"
-    event = "mismatch_halt" if halt else "mismatch_adopted"
+    unpaused = None
+    if halt:  # the worker pauses; recorded as paused only when it was told (status reads it)
+        try:
+            why = f"session open {session}: broker and ledger disagree"
+            ops.control("pause", why, timeout=STREAM_TIMEOUT)
+        except ScalperError as exc:
+            unpaused = str(exc)
+    if not halt:
+        event = "mismatch_adopted"
+    else:
+        event = "mismatch_halt" if unpaused is None else "mismatch_unpaused"
     for i, mismatch in enumerate(mismatches):
         event_id = f"{mismatch.symbol}-{session}-{event}-{i}"
         ledger.record_risk_event(event_id, mismatch.symbol, event, str(mismatch))
+    if unpaused is not None:
+        ops.alerter.send(
+            f"Session open {session}: the broker and the ledger disagree, and entries could "
+            f"NOT be paused ({unpaused}): act now:\n{listing}",
+            "critical",
+        )
+        raise ScalperError(f"session open {session}: entries could not be paused: {unpaused}")
     if halt:
-        ops.control("pause", f"session open {session}: broker and ledger disagree")
         ops.alerter.send(
             f"Session open {session}: the broker and the ledger disagree; entries are paused "
             f"until `scalper resume`:\n{listing}",

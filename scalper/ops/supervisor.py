@@ -10,6 +10,10 @@ on. A worker younger than `ops.stale_after_seconds` counts as starting, not stal
 A dead worker is started again (`scalper stream run`, which resumes from the last snapshot,
 SPEC §7), a stale one is stopped first; each restart is alerted, and after `MAX_RESTARTS` in one
 day the supervisor stops trying and says so loudly: a worker that keeps dying needs a person.
+
+Supervision is opt-in (`ops.supervise_worker`): a worker trades, so `scalper ops serve` only
+starts one when asked to. Every worker the supervisor starts is listed (`supervised_workers`), so
+that `ops serve` stops, when it stops, exactly the workers it caused and no other.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -118,6 +123,28 @@ def worker_log() -> Path:
     return subdir("logs") / "stream-worker.log"
 
 
+def _supervised_path() -> Path:
+    return subdir("state") / "supervised-workers"
+
+
+def supervised_workers(ops: Operations) -> set[int]:
+    """The workers running now that the supervisor started (its list, checked against the
+    running processes: a pid reused by another process does not count)."""
+    from scalper.live.worker import running_workers
+
+    try:
+        listed = {int(line) for line in _supervised_path().read_text().split()}
+    except (OSError, ValueError):
+        return set()
+    return listed & set(running_workers(ops.settings.run_dir))
+
+
+def stop_workers(pids: Iterable[int]) -> None:
+    """Stop these workers (their state is durable: SIGTERM, SIGKILL if they linger)."""
+    for pid in pids:
+        _stop(pid)
+
+
 def start_worker(ops: Operations, command: list[str] | None = None) -> int:
     """Start the worker in its own session, logging to `logs/stream-worker.log`; its pid once
     it runs (the command may prepare the run folder first)."""
@@ -141,6 +168,8 @@ def start_worker(ops: Operations, command: list[str] | None = None) -> int:
         if time.monotonic() > deadline:
             raise ScalperError(f"the stream worker did not start in {START_TIMEOUT:g} s")
         time.sleep(_POLL)
+    with open(_supervised_path(), "a") as listed:
+        listed.write(f"{process.pid}\n")
     return process.pid
 
 
