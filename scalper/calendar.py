@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
@@ -314,7 +314,7 @@ def _session_minute(wall: time) -> int:
     return (wall.hour * 60 + wall.minute - open_minute) % _MINUTES_PER_DAY
 
 
-def _by_era(session_date: pl.Expr, value: Any) -> pl.Expr:
+def _by_era(session_date: pl.Expr, value: Callable[[GlobexHours], int | None]) -> pl.Expr:
     """`value(hours)` of the `GLOBEX_EQUITY_HOURS` entry in force on each `session_date`."""
     expr = pl.lit(value(GLOBEX_EQUITY_HOURS[0]))
     for hours in GLOBEX_EQUITY_HOURS[1:]:
@@ -349,18 +349,15 @@ def with_exchange_hours(bars: pl.DataFrame, schedule: ExchangeSchedule) -> pl.Da
         .then(_by_era(session, lambda h: _session_minute(h.friday_close)))
         .otherwise(_by_era(session, lambda h: _session_minute(h.close)))
     )
-    slots = max(len(h.halts) for h in GLOBEX_EQUITY_HOURS)
-    halts = [
-        (
-            _by_era(
-                session, lambda h, k=k: _session_minute(h.halts[k][0]) if k < len(h.halts) else None
-            ),
-            _by_era(
-                session, lambda h, k=k: _session_minute(h.halts[k][1]) if k < len(h.halts) else None
-            ),
+
+    def halt_bound(k: int, end: int) -> pl.Expr:
+        """Start (`end` 0) or end (1) of each session's k-th halt, null if it has none."""
+        return _by_era(
+            session, lambda h: _session_minute(h.halts[k][end]) if k < len(h.halts) else None
         )
-        for k in range(slots)
-    ]
+
+    slots = max(len(h.halts) for h in GLOBEX_EQUITY_HOURS)
+    halts = [(halt_bound(k, 0), halt_bound(k, 1)) for k in range(slots)]
     minutes = pl.col("minutes_into_session")
     early = pl.DataFrame(
         {
