@@ -7,6 +7,7 @@ an address nobody listens on; IB down is a closed port; the IB account is the fa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,11 @@ from scalper.brokers.paper import PaperBroker
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.messages import Bar
 from scalper.ledger import Ledger
+from scalper.live.settings import LiveSettings
+from scalper.live.trader import Desk
+from scalper.ops import procedures
 from scalper.ops.context import Operations
-from tests import ops_support
+from tests import ops_support, stream_support
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
 from tests.ops_support import (
@@ -33,7 +37,8 @@ from tests.ops_support import (
     trade_by_hand,
     write_config,
 )
-from tests.shared import assert_one_line_error, run
+from tests.shared import CONFORMANCE, assert_one_line_error, run
+from tests.stream_support import case_bars
 
 gateway_options = ops_support.gateway_options
 secrets = ops_support.secrets
@@ -277,3 +282,65 @@ def test_resume_takes_a_symbol_in_any_case(paper_world: OpsWorld) -> None:
     assert code == 0, output
     resumed = [c for c in paper_world.controls() if c.reason == "lower case"]
     assert [(c.command, c.symbol) for c in resumed] == [("resume", SYMBOL)]
+
+
+def test_the_eod_watchdog_flattens_paper_without_halting_the_worker(
+    paper_world: OpsWorld,
+) -> None:
+    """It used to send `kill` on `control`, which halts the worker until a manual resume: the
+    next day would not trade. It now closes at the paper exchange, as at IB, and halts nothing."""
+    paper_long(paper_world)
+    since = time.time_ns()
+    ops = Operations.load(str(paper_world.config))
+    result = procedures.eod_check(ops)
+    assert result.positions == {SYMBOL: 1}
+    assert result.remaining == {SYMBOL: 1}  # no worker, no bar: the order waits, alerted
+    assert not [c for c in paper_world.controls() if c.issued_at >= since]
+    with ops.ledger() as ledger:
+        assert ledger.halt_reason(SYMBOL) is None
+        assert ledger.working_order(SYMBOL).startswith("KILL-MES-")
+        [fill] = PaperBroker(ledger, ops.settings.params).on_bar(SYMBOL, bar(T0 + 2 * MINUTE))
+        assert fill.reason == "kill" and ledger.position(SYMBOL) == 0
+    [alert] = paper_world.alerts()
+    assert "EOD watchdog: MES +1 still open" in alert and "STILL OPEN" in alert
+
+
+def test_a_running_paper_worker_books_the_kill_switchs_close_as_a_kill_exit(
+    tmp_path: Path,
+) -> None:
+    """The worker's exchange, its books in memory, takes the order the kill switch placed from
+    another connection; its engine books the fill as a `kill` exit (no desync), and the halt in
+    the ledger keeps it from entering again."""
+    case = CONFORMANCE / "02_stops_targets"
+    overrides = yaml.safe_load((case / "config.yaml").read_text()) or {}
+    stream = {"source_bar_seconds": 60, "max_bar_age_seconds": 0}
+    settings = LiveSettings.load(
+        stream_support.write_config(tmp_path / "config.yaml", overrides, stream=stream),
+        tmp_path / "run",
+    )
+    desk = Desk(settings)
+    messages = list(stream_support.inbound(stream_support.bars_of(case_bars(case), SYMBOL)))
+    at = 0
+    state, _ = desk.step(None, messages[at])
+
+    def holding() -> bool:  # a position open and no order working
+        engine = state.engine.state()
+        return bool(engine["position"]) and not engine["order_in_flight"]
+
+    while not holding():
+        at += 1
+        state, _ = desk.step(state, messages[at])
+    outside = Ledger(settings.ledger_path)  # the kill switch's own connection
+    try:
+        PaperBroker(outside, settings.params).kill(SYMBOL, "2024-06-10", time.time_ns())
+        outside.set_halt(SYMBOL, "kill switch: test")
+    finally:
+        outside.close()
+    for message in messages[at + 1 :]:
+        state, _ = desk.step(state, message)
+    trades = desk.ledger.trades(SYMBOL)
+    assert [t["exit_reason"] for t in trades].count("kill") == 1
+    assert trades[-1]["exit_reason"] == "kill"  # nothing entered after it
+    assert desk.ledger.position(SYMBOL) == 0 and state.engine.state()["position"] == 0
+    assert "desync" not in {e["event"] for e in desk.ledger.risk_events(SYMBOL)}
+    desk.close()
