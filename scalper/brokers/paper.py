@@ -20,13 +20,15 @@ The kill switch reaches this exchange from outside the worker, as it reaches IB:
 another process, cancels the working order and places a market order closing the position
 (`KILL-<symbol>-<ns>`), which fills at the next bar's open and reaches the engine as a `kill`
 exit, like any fill. The worker's exchange keeps its books in memory, so such a change bumps the
-book's `revision`: the worker notices another connection's commit (SQLite's `data_version`, one
-cheap pragma per call), loads a revised book again, and a bar simulated on a book revised
+book's `revision`: the worker notices another connection's commit (SQLite's `data_version`: at
+every order and cancel, and every `REVISION_POLL` seconds while simulating bars, since the
+pragma costs microseconds), loads a revised book again, and a bar simulated on a book revised
 meanwhile is simulated again on the new one instead of overwriting it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,8 @@ from scalper.kafka.messages import Bar
 from scalper.ledger import Ledger
 
 END_OF_DATA = "end_of_data"
+REVISION_POLL = 0.05
+"""Seconds between two looks for outside revisions from the hot path (one costs a pragma)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS paper_books (
@@ -85,6 +89,7 @@ class PaperBroker:
         self._books: dict[str, _Book] = {}
         ledger.connection.executescript(SCHEMA)
         self._version = self._data_version()
+        self._checked = time.monotonic()
 
     # -- the Broker interface ------------------------------------------------------------------
 
@@ -165,7 +170,7 @@ class PaperBroker:
             return self._on_bar(symbol, bar)
 
     def _on_bar(self, symbol: str, bar: Bar) -> list[Fill]:
-        book = self._book(symbol)
+        book = self._book(symbol, exact=False)
         if book.last_ts is not None and bar.ts <= book.last_ts:
             return [f for f in self._ledger.fills_at(symbol, bar.ts) if f.reason != END_OF_DATA]
         working = book.working_id if book.simulator.has_pending() else None
@@ -242,11 +247,20 @@ class PaperBroker:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def _book(self, symbol: str) -> _Book:
-        version = self._data_version()
-        if version != self._version:  # another connection committed: a revised book, maybe
-            self._version = version
-            self._books = {s: b for s, b in self._books.items() if self._revision(s) == b.revision}
+    def _book(self, symbol: str, *, exact: bool = True) -> _Book:
+        """The symbol's book, loaded again when revised from outside. `exact=False` (a bar's
+        simulation, the hot path) looks for revisions at most every `REVISION_POLL` seconds:
+        a bar simulated on a stale book is simulated again if it changes anything (`_commit`),
+        and a quiet one only delays the kill order to the next bar."""
+        now = time.monotonic()
+        if exact or now - self._checked >= REVISION_POLL:
+            self._checked = now
+            version = self._data_version()
+            if version != self._version:  # another connection committed: a revised book?
+                self._version = version
+                self._books = {
+                    s: b for s, b in self._books.items() if self._revision(s) == b.revision
+                }
         book = self._books.get(symbol)
         if book is None:
             book = self._books[symbol] = self._load(symbol)
