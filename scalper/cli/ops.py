@@ -161,7 +161,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    kill = sub.add_parser("kill", help="kill switch: halt the stream, flatten everything, alert")
+    kill = sub.add_parser(
+        "kill", help="kill switch: flatten at the broker, halt, tell the stream (exit 0: all done)"
+    )
     kill.add_argument("--reason", default="manual kill switch", help="why (logged and alerted)")
     _add_symbols(kill, "halt and flatten")
     kill.add_argument(
