@@ -7,6 +7,8 @@ an address nobody listens on; IB down is a closed port; the IB account is the fa
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from scalper.live.settings import LiveSettings
 from scalper.live.trader import Desk
 from scalper.ops import procedures
 from scalper.ops.context import Operations
+from scalper.ops.supervisor import start_worker
 from tests import ops_support, stream_support
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
@@ -344,3 +347,17 @@ def test_a_running_paper_worker_books_the_kill_switchs_close_as_a_kill_exit(
     assert desk.ledger.position(SYMBOL) == 0 and state.engine.state()["position"] == 0
     assert "desync" not in {e["event"] for e in desk.ledger.risk_events(SYMBOL)}
     desk.close()
+
+
+def test_kafka_down_refuses_while_the_live_worker_reads_it(paper_world: OpsWorld) -> None:
+    """Stopping Kafka under a live worker stops its bars (no exit, no end-of-day flatten) and
+    the kill switch's stream path: `kafka down` says so instead, unless forced."""
+    ops = Operations.load(str(paper_world.config))
+    pid = start_worker(ops)
+    try:
+        proc = run("kafka", "down", home=paper_world.home)
+        assert_one_line_error(proc, f"the live stream worker (pid {pid}) reads this broker")
+        forced = run("kafka", "down", "--force", home=paper_world.home)
+        assert forced.returncode == 0 and "was not running" in forced.stdout  # none in this home
+    finally:
+        os.killpg(pid, signal.SIGKILL)

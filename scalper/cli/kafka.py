@@ -32,8 +32,19 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    """Stop the broker, unless the live stream worker reads it (`--force` stops it anyway)."""
+    from scalper.errors import ScalperError
     from scalper.kafka.broker import KafkaBroker
+    from scalper.live.settings import default_run_dir
+    from scalper.live.worker import running_workers
 
+    workers = running_workers(default_run_dir())
+    if workers and not args.force:
+        raise ScalperError(
+            f"the live stream worker (pid {workers[0]}) reads this broker: without it no bar "
+            "reaches the engine (no exit, no end-of-day flatten) and `scalper kill` cannot "
+            "tell the stream; stop the worker first, or use --force"
+        )
     pid = KafkaBroker().stop()
     print("Kafka broker was not running" if pid is None else f"Kafka broker stopped (pid {pid})")
     return 0
@@ -61,7 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--config", help="configuration YAML (default: the built-in defaults)")
     up.set_defaults(func=_up)
 
-    down = actions.add_parser("down", help="stop the broker")
+    down = actions.add_parser("down", help="stop the broker (not under a live worker)")
+    down.add_argument(
+        "--force", action="store_true", help="stop it even while the live stream worker runs"
+    )
     down.set_defaults(func=_down)
 
     status = actions.add_parser("status", help="show the broker; exit status 1 when not running")
