@@ -42,9 +42,11 @@ from scalper.kafka.messages import Bar
 from scalper.kafka.topics import LIVE
 from scalper.ledger import Ledger
 from scalper.live.aggregator import BarAggregator
-from scalper.live.settings import LiveSettings
+from scalper.live.settings import LiveSettings, default_run_dir
 from scalper.live.trader import Desk, TraderState
 from scalper.live.worker import prepare_run, start_worker, stop_worker
+from scalper.ops import procedures
+from scalper.ops.context import Operations
 from tests.fakes.clock import ManualClock
 from tests.fakes.tws import FakeGateway, FakeMarket, In
 from tests.shared import TRADING_START
@@ -403,3 +405,40 @@ def test_client_ids_are_one_per_symbol_and_never_those_of_the_bridge_or_the_oper
     assert trader_client_id(broker, "MES") == role_client_id(broker, "trader") == 20
     assert trader_client_id(broker, "ES") == 24 and others == [21, 22, 23]
     assert len(set(traders + others)) == len(INSTRUMENTS) + 3
+
+
+def test_a_kill_at_ib_reaches_the_worker_as_a_kill_exit_and_reverses_nothing(
+    gateway: FakeGateway, clock: ManualClock, tmp_path: Path
+) -> None:
+    """`scalper kill` with Kafka down closes the position at IB directly (the stream cannot be
+    told). The worker's engine learns the close from IB as a `kill` exit at its next bar, sends
+    no second close (which would open the opposite position), and the halt the kill recorded in
+    the ledger keeps it from entering again."""
+    config = ib_config(tmp_path, "127.0.0.1:9", gateway)  # no Kafka: the desk is driven here
+    live = LiveSettings.load(config, default_run_dir(create=True))
+    the_plan = plan(gateway.market, dict(live.params[SYMBOL]), SESSION_MINUTES)
+    desk = Desk(live)
+    state: TraderState | None = None
+    try:
+        bars = iter(enumerate(the_plan.source))
+        for offset, bar in bars:  # until the engine holds a position, no order working
+            clock.advance(SOURCE_SECONDS)
+            state, _ = desk.step(state, next(inbound([bar], offset)))
+            engine = state.engine.state()
+            if engine["position"] and not engine["order_in_flight"]:
+                break
+        assert state is not None and state.engine.state()["position"]
+        result = procedures.kill(Operations.load(config), "kill at IB", wait=10)
+        [symbol] = result.symbols
+        assert symbol.flat and not result.stream_told and not result.confirmed
+        assert gateway.position(CONTRACT) == 0
+        for offset, bar in bars:
+            clock.advance(SOURCE_SECONDS)
+            state, _ = desk.step(state, next(inbound([bar], offset)))
+        assert state.engine.state()["position"] == 0 and gateway.position(CONTRACT) == 0
+        trades = desk.ledger.trades(SYMBOL)
+        assert trades[-1]["exit_reason"] == "kill"  # and nothing entered after it
+        events = {e["event"] for e in desk.ledger.risk_events(SYMBOL)}
+        assert "kill" in events and "desync" not in events
+    finally:
+        desk.close()
