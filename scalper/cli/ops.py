@@ -127,7 +127,8 @@ def _serve(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
         if serving is not None:
             stop_process(serving)
-        stop_workers(supervised_workers(ops) - earlier)
+        if cfg.ops.supervise_worker:  # else its supervisor never ran: no worker is ours
+            stop_workers(supervised_workers(ops) - earlier)
         if server is not None:
             stop_process(server)
 
