@@ -876,3 +876,11 @@ def test_a_flatten_or_watch_after_an_early_close_is_a_hazard(
     assert warning.startswith(f"paper.yaml: {key}")
     message = error_from_dict(merged(LIVE, overrides))
     assert key in message and "refused in live mode" in message
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true", 0])
+def test_a_switch_takes_yaml_true_or_false_only(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"ops\.supervise_worker = .*: must be true or false"):
+        config_from_dict({"ops": {"supervise_worker": value}}, env={})
+    assert config_from_dict({"ops": {"supervise_worker": True}}, env={}).ops.supervise_worker
+    assert not config_from_dict({}, env={}).ops.supervise_worker  # opt-in: it starts a trader
