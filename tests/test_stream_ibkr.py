@@ -442,3 +442,48 @@ def test_a_kill_at_ib_reaches_the_worker_as_a_kill_exit_and_reverses_nothing(
         assert "kill" in events and "desync" not in events
     finally:
         desk.close()
+
+
+def test_a_kill_of_one_symbol_at_ib_leaves_no_stop_of_the_worker_working(
+    gateway: FakeGateway, clock: ManualClock, tmp_path: Path
+) -> None:
+    """A kill of MES alone (MNQ is configured too) cancels no other symbol's orders, so it
+    cannot cancel the running trader's stop and target either (IB lets only their client do
+    that): it closes the position, and the trader, learning of the close, cancels them itself.
+    Otherwise a stop left working would open a new position later."""
+    broker = {"kind": "ibkr", "port": gateway.port, "client_id": CLIENT_ID,
+              "account": "${IB_ACCOUNT}"}  # fmt: skip
+    stream = {"symbols": [SYMBOL, "MNQ"], "source_bar_seconds": SOURCE_SECONDS,
+              "max_bar_age_seconds": FAKE_MARKET_AGE}  # fmt: skip
+    risk = {**SETTINGS["risk"], "stop_loss_ticks": 40, "take_profit_ticks": 40}
+    config = write_config(tmp_path / "ib.yaml", {**SETTINGS, "risk": risk}, broker=broker,
+                          stream=stream, kafka={"bootstrap": "127.0.0.1:9"})  # fmt: skip
+    live = LiveSettings.load(config, default_run_dir(create=True))
+    the_plan = plan(gateway.market, dict(live.params[SYMBOL]), SESSION_MINUTES)
+    desk = Desk(live)
+    state: TraderState | None = None
+
+    def protection() -> list[str]:
+        return [o.order_ref for o in gateway.orders.placed
+                if o.working and o.order_ref.endswith(("-stop", "-target"))]  # fmt: skip
+
+    try:
+        bars = iter(enumerate(the_plan.source))
+        for offset, bar in bars:  # until a position is held under its stop and target
+            clock.advance(SOURCE_SECONDS)
+            state, _ = desk.step(state, next(inbound([bar], offset)))
+            engine = state.engine.state()
+            if engine["position"] and not engine["order_in_flight"] and protection():
+                break
+        assert state is not None and protection()
+        result = procedures.kill(Operations.load(config), "one symbol", ["mes"], wait=10)
+        [symbol] = result.symbols
+        assert symbol.flat, symbol.detail
+        assert gateway.position(CONTRACT) == 0 and protection() == []
+        for offset, bar in bars:
+            clock.advance(SOURCE_SECONDS)
+            state, _ = desk.step(state, next(inbound([bar], offset)))
+        assert state.engine.state()["position"] == 0 and gateway.position(CONTRACT) == 0
+        assert desk.ledger.trades(SYMBOL)[-1]["exit_reason"] == "kill"
+    finally:
+        desk.close()

@@ -37,7 +37,8 @@ ledger recorded the send — is followed, not sent again, when the restarted wor
 anew. Together with the ledger's exactly-once send this gives no duplicate and no missed fill.
 Orders of other clients — the kill switch's and the EOD watchdog's `KILL-` orders — are not
 reported to this client by IB; a change of position makes the broker read the account's
-executions, so they reach the engine as `kill` exits.
+executions, so they reach the engine as `kill` exits, and the stop and target of the position
+they closed are cancelled (only this client can: a kill of one symbol does not cancel globally).
 """
 
 from __future__ import annotations
@@ -445,11 +446,16 @@ class _IbSession:
         return track
 
     def _progress(self, track: _Track) -> None:
-        """Note a fully executed order; re-price the protection of a filled entry."""
+        """Note a fully executed order; re-price the protection of a filled entry, cancel that
+        of a position the kill switch closed (a stop left working would open a new one)."""
         if track.fills.filled >= track.fills.quantity and track.filled_at is None:
             track.filled_at = time.monotonic()
             if track.intent is not None and track.intent.kind == "entry":
                 self._reprice_protection(track)
+            elif track.role == "kill":
+                for protective in self._protection(track.fills.symbol):
+                    assert protective.trade is not None
+                    self.link.ib.cancelOrder(protective.trade.order)
 
     def _reprice_protection(self, entry: _Track) -> None:
         assert entry.intent is not None
