@@ -361,3 +361,20 @@ def test_kafka_down_refuses_while_the_live_worker_reads_it(paper_world: OpsWorld
         assert forced.returncode == 0 and "was not running" in forced.stdout  # none in this home
     finally:
         os.killpg(pid, signal.SIGKILL)
+
+
+def test_resume_lifts_the_halt_a_kill_recorded_while_the_stream_was_down(
+    paper_world: OpsWorld,
+) -> None:
+    paper_long(paper_world)
+    bootstrap = yaml.safe_load(paper_world.config.read_text())["kafka"]["bootstrap"]
+    kafka_down(paper_world)
+    code, output = scalper(paper_world, "kill", "--reason", "down")
+    assert code == 1 and "halt: recorded in the ledger" in output, output
+    config = yaml.safe_load(paper_world.config.read_text())
+    config["kafka"]["bootstrap"] = bootstrap  # Kafka is back
+    paper_world.config.write_text(yaml.safe_dump(config))
+    code, output = scalper(paper_world, "resume", "--symbol", "mes", "--reason", "back")
+    assert code == 0, output
+    with Operations.load(str(paper_world.config)).ledger() as ledger:
+        assert ledger.halt_reason(SYMBOL) is None

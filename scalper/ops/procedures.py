@@ -435,12 +435,19 @@ def _symbol_kill(
 
 def resume(ops: Operations, reason: str, symbols: Sequence[str] | None = None) -> Control:
     """Lift pauses and halts (the manual reset): entries are allowed again. Only the worker
-    can lift its engine's halt, so this needs the stream: a failure is the caller's error."""
+    can lift its engine's halt, so this needs the stream: a failure is the caller's error, and
+    nothing is lifted then. Once the stream is told, the halts in the ledger are lifted here
+    too — the kill switch may have written them with no worker to lift them (Kafka down, or
+    none running) — so a worker started afresh does not stay halted by them."""
     targets = resolve_symbols(ops, symbols)
     control = None
     for symbol in (ALL_SYMBOLS,) if symbols is None else targets:
         control = ops.control("resume", reason, symbol)
     assert control is not None
+    if ops.settings.ledger_path.is_file():
+        with ops.ledger() as ledger, ledger.transaction():
+            for symbol in targets:
+                ledger.clear_halt(symbol)
     ops.alerter.send(f"Entries resumed ({', '.join(targets)}): {reason}", "info")
     return control
 
