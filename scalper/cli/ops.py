@@ -168,8 +168,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     kill.add_argument("--reason", default="manual kill switch", help="why (logged and alerted)")
     _add_symbols(kill, "halt and flatten")
     kill.add_argument(
-        "--wait", type=float, default=30.0,
-        help="seconds the broker gets to show the positions flat (default 30)",
+        "--wait", type=float,
+        help="seconds the broker gets to show the positions flat (default 30; on paper 30 "
+             "more than a bar, as paper fills come with the next bar)",
     )  # fmt: skip
     kill.add_argument("--config", help="configuration YAML (default: built-in defaults)")
     kill.set_defaults(func=_kill)

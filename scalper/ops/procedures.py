@@ -338,7 +338,10 @@ broker is flattened directly: two closing orders at once could reverse the posit
 
 
 def kill(
-    ops: Operations, reason: str, symbols: Sequence[str] | None = None, wait: float = KILL_WAIT
+    ops: Operations,
+    reason: str,
+    symbols: Sequence[str] | None = None,
+    wait: float | None = None,
 ) -> Kill:
     """The kill switch: halt and flatten `symbols` (None: all), by three independent paths.
 
@@ -346,13 +349,17 @@ def kill(
     2. The stream: `kill` on `control` (bounded by `STREAM_TIMEOUT`): the worker halts its
        engine and exits through it.
     3. The broker, directly (`BrokerView.flatten`): cancel the working orders, close the
-       positions, and wait up to `wait` seconds for the broker to show them flat.
+       positions, and wait up to `wait` seconds for the broker to show them flat (default:
+       `KILL_WAIT` at IB; on paper one bar more, since its fills come with the next bar).
 
     A failure of one path is reported and the others still run: the broker is flattened with
     Kafka down, the stream is told with IB down.
     """
     targets = resolve_symbols(ops, symbols)
     everything = symbols is None or set(targets) == set(ops.symbols)
+    if wait is None:
+        paper = ops.cfg.broker.kind == "paper"
+        wait = KILL_WAIT + (ops.cfg.strategy.bar_seconds if paper else 0)
     halt = _record_halt(ops, targets, reason)
     control, stream = _tell_stream(ops, "kill", reason, None if symbols is None else targets)
     outcome = _flatten_for_kill(ops, targets, everything, wait, told=control is not None)
