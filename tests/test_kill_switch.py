@@ -153,7 +153,7 @@ def test_kafka_down_kill_still_cancels_and_flattens_at_ib_and_exits_non_zero(
     code, output = scalper(ib_world, "kill", "--reason", "kafka is down")
     assert code == 1, output
     assert gateway.position("MESM4") == 0 and open_orders(gateway) == []
-    assert f"{SYMBOL}: flat — was +2, confirmed flat at the ibkr broker" in output
+    assert f"{SYMBOL}: flat — was +2, confirmed flat at the ibkr broker; stream NOT told" in output
     assert "stream: NOT told: no Kafka broker answers" in output
     assert "kill NOT confirmed" in output
     [alert] = ib_world.alerts()
@@ -167,7 +167,7 @@ def test_kill_reports_confirmed_flat_and_exits_zero_when_everything_worked(
     trade_by_hand(ib_world.gateway, "SELL", 1)
     code, output = scalper(ib_world, "kill", "--all", "--reason", "all good")
     assert code == 0, output
-    assert f"{SYMBOL}: flat — was -1, confirmed flat at the ibkr broker" in output
+    assert f"{SYMBOL}: flat — was -1, confirmed flat at the ibkr broker; stream told" in output
     assert "stream: told (kill on control)" in output
     kills = [c for c in ib_world.controls() if c.reason == "all good"]
     assert [(c.command, c.symbol) for c in kills] == [("kill", "*")]

@@ -37,8 +37,10 @@ def _kill(args: argparse.Namespace) -> int:
     from scalper.ops.procedures import kill
 
     result = kill(_ops(args), args.reason, None if args.all else args.symbol, wait=args.wait)
+    told = "stream told" if result.stream_told else "stream NOT told"
     for symbol in result.symbols:
-        print(f"{symbol.symbol}: {'flat' if symbol.flat else 'NOT FLAT'} — {symbol.detail}")
+        flat = "flat" if symbol.flat else "NOT FLAT"
+        print(f"{symbol.symbol}: {flat} — {symbol.detail}; {told}")
     print(f"halt: {result.halt}")
     print(f"stream: {result.stream}")
     if result.confirmed:
