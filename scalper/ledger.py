@@ -259,6 +259,15 @@ class Ledger:
         row = self._execute("SELECT position FROM symbols WHERE symbol = ?", (symbol,)).fetchone()
         return 0 if row is None else int(row[0])
 
+    def exposed_symbols(self) -> list[str]:
+        """The symbols holding a position or an order still working, by the records: what a
+        worker trades, whatever the configuration of whoever asks says."""
+        rows = self._execute(
+            "SELECT symbol FROM symbols WHERE position != 0 "
+            "UNION SELECT symbol FROM orders WHERE status = 'sent' ORDER BY symbol"
+        )
+        return [str(row[0]) for row in rows]
+
     def record_trade(self, exit_fill_id: str, symbol: str, trade: Mapping[str, Any]) -> None:
         """Record a round trip closed by the fill `exit_fill_id` (once, however often reported)."""
         self._execute(

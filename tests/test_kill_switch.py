@@ -22,7 +22,7 @@ from scalper.brokers.paper import PaperBroker
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.messages import Bar
 from scalper.ledger import Ledger
-from scalper.live.settings import LiveSettings
+from scalper.live.settings import LiveSettings, symbol_params
 from scalper.live.trader import Desk
 from scalper.ops import procedures
 from scalper.ops.context import Operations
@@ -122,21 +122,22 @@ def open_orders(gateway: FakeGateway) -> list[str]:
         ib.disconnect()
 
 
-def paper_long(world: OpsWorld) -> None:
-    """The paper exchange holds one long MES (an entry filled at a bar), as a worker leaves it."""
+def paper_long(world: OpsWorld, symbol: str = SYMBOL) -> None:
+    """The paper exchange holds one long `symbol` (an entry filled at a bar), as a worker
+    leaves it (a worker of another configuration, for a symbol this one does not name)."""
     ops = Operations.load(str(world.config))
-    entry = OrderIntent(f"{SYMBOL}-2024-06-03-0001", SYMBOL, "2024-06-03", 1, "BUY", 1, "entry",
+    entry = OrderIntent(f"{symbol}-2024-06-03-0001", symbol, "2024-06-03", 1, "BUY", 1, "entry",
                         None, T0, T0 + MINUTE, 0, 0)  # fmt: skip
     with ops.ledger() as ledger:
-        exchange = PaperBroker(ledger, ops.settings.params)
+        exchange = PaperBroker(ledger, {symbol: symbol_params(ops.cfg, symbol)})
         ledger.record_order(entry, "sent", sent=True)
         assert exchange.submit(entry)
-        [fill] = exchange.on_bar(SYMBOL, bar(T0 + MINUTE))
-        assert fill.action == "BUY" and ledger.position(SYMBOL) == 1
+        [fill] = exchange.on_bar(symbol, bar(T0 + MINUTE, symbol=symbol))
+        assert fill.action == "BUY" and ledger.position(symbol) == 1
 
 
-def bar(ts: int, price: float = 5000.0) -> Bar:
-    return Bar(ts, price, price + 1, price - 1, price, 10, SYMBOL)
+def bar(ts: int, price: float = 5000.0, symbol: str = SYMBOL) -> Bar:
+    return Bar(ts, price, price + 1, price - 1, price, 10, symbol)
 
 
 # -- IB ------------------------------------------------------------------------------------------
@@ -378,3 +379,21 @@ def test_resume_lifts_the_halt_a_kill_recorded_while_the_stream_was_down(
     assert code == 0, output
     with Operations.load(str(paper_world.config)).ledger() as ledger:
         assert ledger.halt_reason(SYMBOL) is None
+
+
+def test_all_also_kills_what_a_worker_of_another_configuration_holds(
+    paper_world: OpsWorld,
+) -> None:
+    """The ledger is the running system's record: a kill of all halts and closes MNQ too,
+    which a worker started with another configuration traded, though this one names MES."""
+    paper_long(paper_world, "MNQ")
+    code, output = scalper(paper_world, "kill", "--reason", "everything")
+    assert code == 1, output  # no worker runs here: the closing order waits for a bar
+    assert f"{SYMBOL}: flat — held nothing" in output
+    assert "MNQ: NOT FLAT — was +1, NOT confirmed: position +1, order KILL-MNQ-" in output
+    ops = Operations.load(str(paper_world.config))
+    with ops.ledger() as ledger:
+        assert ledger.halt_reason("MNQ") == "kill switch: everything"
+        exchange = PaperBroker(ledger, {"MNQ": symbol_params(ops.cfg, "MNQ")})
+        [fill] = exchange.on_bar("MNQ", bar(T0 + 2 * MINUTE, symbol="MNQ"))
+        assert fill.reason == "kill" and ledger.position("MNQ") == 0

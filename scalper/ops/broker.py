@@ -26,8 +26,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from scalper.errors import ScalperError
 from scalper.ibkr.account import AccountSnapshot, WorkingOrder
@@ -46,8 +46,8 @@ _IB_POLL = 0.1
 class BrokerView(Protocol):
     """What the operations ask of a broker."""
 
-    def snapshot(self) -> AccountSnapshot:
-        """The positions and working orders of the configured symbols."""
+    def snapshot(self, symbols: Collection[str] | None = None) -> AccountSnapshot:
+        """The positions and working orders of `symbols` (default: the configured ones)."""
         ...
 
     def flatten(
@@ -80,10 +80,10 @@ class IbkrView:
         self.broker = ops.cfg.broker
         self.symbols = ops.symbols
 
-    def snapshot(self) -> AccountSnapshot:
+    def snapshot(self, symbols: Collection[str] | None = None) -> AccountSnapshot:
         from scalper.ibkr.account import snapshot
 
-        return _only(self._with_ib(snapshot, IB_TIMEOUT), self.symbols)
+        return _only(self._with_ib(snapshot, IB_TIMEOUT), symbols or self.symbols)
 
     def flatten(
         self, symbols: Collection[str], *, everything: bool, timeout: float
@@ -164,15 +164,24 @@ class PaperView:
     def __init__(self, ops: Operations) -> None:
         self.ops = ops
 
-    def snapshot(self) -> AccountSnapshot:
+    def _params(self, symbols: Collection[str]) -> dict[str, Mapping[str, Any]]:
+        """Engine parameters of `symbols`: configured, or from the instruments table for a
+        symbol a worker of another configuration traded (`Ledger.exposed_symbols`)."""
+        from scalper.live.settings import symbol_params
+
+        known = self.ops.settings.params
+        return {s: known[s] if s in known else symbol_params(self.ops.cfg, s) for s in symbols}
+
+    def snapshot(self, symbols: Collection[str] | None = None) -> AccountSnapshot:
         from scalper.brokers.paper import PaperBroker
 
+        symbols = symbols or self.ops.symbols
         with self.ops.ledger() as ledger:
-            exchange = PaperBroker(ledger, self.ops.settings.params)
-            held = {s: exchange.position(s) for s in self.ops.symbols}
+            exchange = PaperBroker(ledger, self._params(symbols))
+            held = {s: exchange.position(s) for s in symbols}
             working = tuple(
                 WorkingOrder(o["client_order_id"], s, o["action"], o["qty"], "MKT", o["status"])
-                for s in self.ops.symbols
+                for s in symbols
                 for o in ledger.orders(s)
                 if o["status"] == "sent"
             )
@@ -186,7 +195,7 @@ class PaperView:
 
         session = self.ops.session_date().isoformat()
         with self.ops.ledger() as ledger:
-            exchange = PaperBroker(ledger, self.ops.settings.params)
+            exchange = PaperBroker(ledger, self._params(symbols))
             for symbol in symbols:
                 exchange.kill(symbol, session, time.time_ns())
         if not running_workers(self.ops.settings.run_dir):
@@ -214,8 +223,8 @@ def wait_flat(
         return all(is_flat(found, s) for s in symbols)
 
     deadline = time.monotonic() + timeout
-    found = view.snapshot()
+    found = view.snapshot(symbols)
     while not done(found) and time.monotonic() < deadline:
         time.sleep(poll)
-        found = view.snapshot()
+        found = view.snapshot(symbols)
     return found

@@ -357,6 +357,8 @@ def kill(
     """
     targets = resolve_symbols(ops, symbols)
     everything = symbols is None or set(targets) == set(ops.symbols)
+    if symbols is None:  # all: also what the records show traded under another configuration
+        targets += _exposed_elsewhere(ops, targets)
     if wait is None:
         paper = ops.cfg.broker.kind == "paper"
         wait = KILL_WAIT + (ops.cfg.strategy.bar_seconds if paper else 0)
@@ -372,6 +374,18 @@ def kill(
         "critical",
     )
     return result
+
+
+def _exposed_elsewhere(ops: Operations, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """Symbols the ledger shows holding a position or a working order that this configuration
+    does not name (a worker started with another one trades them): `--all` means all."""
+    from scalper.instruments import INSTRUMENTS
+
+    if not ops.settings.ledger_path.is_file():
+        return ()
+    with ops.ledger() as ledger:
+        exposed = ledger.exposed_symbols()
+    return tuple(s for s in exposed if s not in configured and s in INSTRUMENTS)
 
 
 def _record_halt(ops: Operations, symbols: tuple[str, ...], reason: str) -> str:
@@ -414,7 +428,7 @@ def _flatten_for_kill(
         return tuple(SymbolKill(s, True, "no paper ledger: nothing held") for s in symbols)
     view = ops.broker()
     try:
-        before = view.snapshot()
+        before = view.snapshot(symbols)
         after = before
         worker_runs = bool(running_workers(ops.settings.run_dir))
         if told and worker_runs and ops.cfg.broker.kind == "ibkr" and not before.flat:
