@@ -84,13 +84,21 @@ def platform_home() -> Path:
 
 
 def _chosen() -> tuple[Path, str]:
-    """The data directory's path and its origin, by the precedence of the module notes."""
+    """The data directory's path and its origin, by the precedence of the module notes.
+
+    The path is the folder's real one (symbolic links resolved): every process must name the
+    run folder alike, because a running worker is recognised by the folder its command line
+    names (`scalper.live.worker.running_workers`); through a link, `status` reported a running
+    worker dead, the kill switch did not wait for its fills and the supervisor would start another.
+    """
     value = os.environ.get(ENV, "").strip()
     if value:
-        return absolute_path(value, ENV), ENV
-    if _configured is not None:
-        return _configured
-    return platform_home(), "the default, the user data folder"
+        path, origin = absolute_path(value, ENV), ENV
+    elif _configured is not None:
+        path, origin = _configured
+    else:
+        path, origin = platform_home(), "the default, the user data folder"
+    return Path(os.path.realpath(path)), origin
 
 
 def absolute_path(value: str, origin: str) -> Path:

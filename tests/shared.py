@@ -70,7 +70,7 @@ def first_difference(got: list[dict[str, str]], want: list[dict[str, str]]) -> s
 SCALPER = str(Path(sys.executable).with_name("scalper"))
 
 
-def run(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: str, home: Path | str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     if home is not None:
         env["SCALPER_HOME"] = str(home)

@@ -101,10 +101,16 @@ def test_status_exits_1_when_the_worker_is_not_healthy(tmp_path: Path) -> None:
     )
 
 
-def test_status_exits_0_when_the_worker_is_healthy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through", ["the folder", "a link to it", "a trailing slash"])
+def test_status_exits_0_when_the_worker_is_healthy(through: str, tmp_path: Path) -> None:
     """A process the worker check recognises (its command line names `bytewax.run` and the run
-    folder, as `running_workers` reads it) that just committed to its recovery store."""
-    run_dir = with_ledger(tmp_path)
+    folder, as `running_workers` reads it) that just committed to its recovery store. The
+    home may be named through a symbolic link (the worker's command line has the real folder:
+    a link made `status` call the running worker dead, and the supervisor start another)."""
+    home = tmp_path / "home"
+    run_dir = with_ledger(home)
+    (tmp_path / "link").symlink_to(home)
+    named = {"the folder": home, "a link to it": tmp_path / "link"}.get(through, f"{home}/")
     worker = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "bytewax.run", repr(str(run_dir))]
     )
@@ -113,7 +119,7 @@ def test_status_exits_0_when_the_worker_is_healthy(tmp_path: Path) -> None:
         (run_dir / "recovery").mkdir()
         (run_dir / "recovery" / "part-0.sqlite3").write_text("")
         time.sleep(0.2)
-        proc = run("status", home=tmp_path)
+        proc = run("status", home=named)
     finally:
         worker.kill()
         worker.wait()
