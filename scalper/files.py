@@ -4,6 +4,7 @@ of the output paths a user names on the command line, made before any work start
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +20,26 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
 
     The data goes to a temporary file in the same folder (same file system, so the final
     `os.replace` is atomic), is fsynced, then moved into place; on any error the temporary file
-    is removed and `path` is untouched.
+    is removed and `path` is untouched. A symlink is followed (the file it points to is
+    replaced, the link kept); a device or a pipe is written as the stream it is.
     """
     path = Path(path)
+    try:
+        mode = path.stat().st_mode  # of what a symlink points to
+    except FileNotFoundError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):
+        # A device or a pipe (/dev/stdout, a shell's process substitution, /dev/full): there is
+        # no file to replace, and renaming over it would destroy the device node (as root).
+        if stat.S_ISDIR(mode):
+            raise ScalperError(f"{path}: is a folder, not a file")
+        with path.open("wb") as stream:
+            yield stream
+        return
+    path = Path(os.path.realpath(path))  # through a symlink: the link stays, its file is replaced
+    keep = stat.S_IMODE(path.stat().st_mode) if path.exists() else _NEW_FILE_MODE
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, keep)  # mkstemp's 0600 would make a replaced or new file private
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -32,6 +49,10 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+_NEW_FILE_MODE = 0o644
+"""A new output file is readable by others, as one a shell redirection makes (umask 022)."""
 
 
 def make_folder(path: Path) -> Path:
@@ -53,6 +74,8 @@ def check_output_file(path: str | Path, option: str) -> Path:
     folder. An existing file is replaced: an output named on the command line is what the
     command makes, and its writer (`atomic_write`) never leaves a half-written file.
     """
+    if str(path) == "-":  # not standard output here: the summary is printed there
+        raise ScalperError(f"{option} -: name a file (standard output carries the summary)")
     path = Path(path).expanduser()
     if path.is_dir():
         raise ScalperError(f"{option} {path}: is a folder; name a file in it")

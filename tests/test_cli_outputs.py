@@ -4,6 +4,7 @@ one line and a non-zero exit, checked before any work starts (issue 10, item 9).
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -89,3 +90,66 @@ def test_a_shell_pipe_into_head_exits_quietly() -> None:
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines()[-1] in ("status 0", "status 141")
+
+
+def test_trades_out_onto_a_pipe_writes_through_it_and_leaves_it_a_pipe(tmp_path: Path) -> None:
+    """A device or a pipe (/dev/stdout, a process substitution) is written as a stream: the
+    atomic write's rename over it replaced /dev/full, as root, with a regular file."""
+    fifo = tmp_path / "trades.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the writer's open does not block
+    try:
+        proc = run(*BACKTEST, "--data", BARS, "--trades-out", str(fifo))
+        received = os.read(reader, 1 << 16).decode()
+    finally:
+        os.close(reader)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert received.startswith("entry_ts,exit_ts,side")
+
+
+def test_trades_out_through_a_symlink_keeps_the_link_and_a_readable_file(tmp_path: Path) -> None:
+    target = tmp_path / "trades-2024.csv"
+    target.write_text("old\n")
+    target.chmod(0o644)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target.name)
+    proc = run(*BACKTEST, "--data", BARS, "--trades-out", str(link))
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink()
+    assert target.read_text().startswith("entry_ts,exit_ts,side")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # not mkstemp's private 0600
+
+
+def test_trades_out_dash_is_refused_not_a_file_named_dash(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [SCALPER, *BACKTEST, "--data", BARS, "--trades-out", "-"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(proc, "--trades-out -", "name a file")
+    assert not (tmp_path / "-").exists()
+
+
+def test_a_full_standard_output_is_one_line_not_a_traceback() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [SCALPER, *BACKTEST, "--data", BARS], stdout=full, stderr=subprocess.PIPE,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("warning: ")]
+    assert proc.returncode == 1
+    assert errors == ["scalper: error: cannot write: No space left on device"]
+
+
+def test_trades_out_onto_a_full_device_is_one_line_not_a_traceback() -> None:
+    """polars' writer reports a full device only in its message ("os error 28"). The device is
+    reached as /proc/self/fd/1, never /dev/full itself: the old writer, run as root, renamed a
+    file over the device node it was given."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [SCALPER, *BACKTEST, "--data", BARS, "--trades-out", "/proc/self/fd/1"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("warning: ")]
+    assert proc.returncode == 1
+    assert errors == ["scalper: error: cannot write: No space left on device"]

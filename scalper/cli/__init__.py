@@ -13,7 +13,9 @@ command quietly.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import select
 import signal
 import sys
@@ -139,9 +141,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines() or [""]:  # a ConfigError lists every problem
             print(f"scalper: error: {line}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if _os_errno(exc) not in _NO_ROOM:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        why = exc.strerror or os.strerror(_os_errno(exc) or 0)
+        print(f"scalper: error: cannot write{where}: {why}", file=sys.stderr)
+        try:
+            sys.stdout.flush()
+        except OSError:  # standard output is what is full: its buffer would fail at exit too
+            _discard_stdout()
+        return 1
     except KeyboardInterrupt:
         print("scalper: interrupted", file=sys.stderr)
         return 130
+
+
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Write errors of the machine, not of the code (a full disk or device, a quota, a read-only
+file system): one line that says so, not a traceback, whatever was being written."""
+
+
+def _os_errno(exc: OSError) -> int | None:
+    """The error number of `exc`; the Rust writers of polars and pyarrow give it only in the
+    message (`... (os error 28)`)."""
+    if exc.errno is not None:
+        return exc.errno
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found[1]) if found else None
 
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
