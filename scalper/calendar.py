@@ -252,6 +252,36 @@ def unknown_calendar(name: str) -> str | None:
     return f"unknown exchange calendar; {hint}"
 
 
+PRODUCT_CALENDARS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        **dict.fromkeys(("MES", "ES", "MNQ", "NQ"), ("CME_Equity", "CME Globex Equity")),
+        **dict.fromkeys(("6E", "M6E"), ("CMEGlobex_FX",)),
+    }
+)
+"""The library's calendars of each instrument's product group (any alias of them will do).
+
+The library holds calendars of every market, and a name that exists is not therefore the
+instrument's: a stock exchange's (`XNYS`) is closed all day on Martin Luther King Day, when the
+equity-index futures trade until 13:00, so the engine would know no early close and flatten at
+16:25, after the market closed; a bond calendar (`CME_Bond`) knows no 09:15 Good Friday close."""
+
+
+def calendar_mismatch(name: str, symbol: str) -> str | None:
+    """Why calendar `name` is not one of `symbol`'s product group, or None when it is (or when
+    the name is unknown, an error of its own, or the instrument has no known group)."""
+    fitting = PRODUCT_CALENDARS.get(symbol)
+    if fitting is None or unknown_calendar(name):
+        return None
+    kinds = {type(_market_calendar(n)) for n in fitting}
+    if type(_market_calendar(name)) in kinds:
+        return None
+    return (
+        f"the calendar of another market, not of {symbol} ({' or '.join(map(repr, fitting))}): "
+        "its holidays and early closes are not the instrument's, so a close it does not know "
+        "would find a position open"
+    )
+
+
 @functools.cache
 def _market_calendar(name: str) -> Any:
     """The library's calendar object; built once per process (building one is slow)."""

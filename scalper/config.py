@@ -42,6 +42,7 @@ from scalper.calendar import (
     GLOBEX_CLOSE,
     GLOBEX_SESSION_END,
     NEW_YORK,
+    calendar_mismatch,
     unknown_calendar,
     zone,
     zone_problem,
@@ -235,7 +236,9 @@ class SessionConfig(Section):
             yield "early_entry_end_minutes", why
         lead = max(self.early_entry_end_minutes, self.early_flatten_minutes)
         for day, close in self.early_closes.items():
-            if close.hour * 60 + close.minute < lead:
+            if day.weekday() >= 5:  # Sunday evening's trading is Monday's session
+                yield "early_closes", f"{day} is a {day:%A}: no session has this date"
+            elif close.hour * 60 + close.minute < lead:
                 why = f"{day}: close {_format_time(close)} is not {lead} minutes after midnight"
                 yield "early_closes", why
 
@@ -656,6 +659,10 @@ class _Reporter:
 def _show(value: Any) -> str:
     if isinstance(value, Mapping):
         value = _plain(value, {})
+    if isinstance(value, list):  # YAML's dates and times in it as written, not Python's repr
+        return f"[{', '.join(_show(v) for v in value)}]"
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = value.isoformat()
     if isinstance(value, time):
         value = _format_time(value)
     if value is None:
@@ -998,6 +1005,11 @@ def _risk_hazards(cfg: Config) -> Iterator[_Issue]:
     if cfg.instrument.symbol not in INSTRUMENTS:
         why = "not in the instruments table: tick_size and point_value are unverified"
         yield _Issue("instrument.symbol", cfg.instrument.symbol, why)
+    other_market = cfg.session.calendar and calendar_mismatch(
+        cfg.session.calendar, cfg.instrument.symbol
+    )
+    if other_market:
+        yield _Issue("session.calendar", cfg.session.calendar, other_market)
     yield from _half_telegram(cfg.alerts)
     yield from _early_flatten_too_late(cfg)
 

@@ -20,6 +20,7 @@ from scalper.config import (
     load_config_with_overrides,
 )
 from scalper.errors import ConfigError
+from scalper.instruments import INSTRUMENTS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFORMANCE = REPO.parent / "shared" / "conformance"
@@ -876,6 +877,45 @@ def test_a_flatten_or_watch_after_an_early_close_is_a_hazard(
     assert warning.startswith(f"paper.yaml: {key}")
     message = error_from_dict(merged(LIVE, overrides))
     assert key in message and "refused in live mode" in message
+
+
+@pytest.mark.parametrize("calendar", ["XNYS", "NYSE", "CME_Bond", "CMES", "us_futures"])
+def test_a_calendar_of_another_market_is_a_hazard(calendar: str) -> None:
+    """A name the library knows is not therefore the instrument's: XNYS has no 13:00 close on
+    Martin Luther King Day (it is closed), so MES would be flattened at 16:25, after the close."""
+    overrides = {"session": {"calendar": calendar}}
+    (warning,) = config_from_dict(overrides, "paper.yaml", env={}).warnings
+    assert warning.startswith(f"paper.yaml: session.calendar = {calendar!r}: the calendar of ")
+    assert "not of MES ('CME_Equity' or 'CME Globex Equity')" in warning
+    message = error_from_dict(merged(LIVE, overrides))
+    assert f"session.calendar = {calendar!r}" in message and "refused in live mode" in message
+
+
+@pytest.mark.parametrize(
+    ("symbol", "calendar"),
+    [("MES", "CBOT_Equity"), ("NQ", "CME Globex Equity"), ("ES", "CME_Equity")],
+)
+def test_the_instruments_own_calendars_and_their_aliases_are_accepted(
+    symbol: str, calendar: str
+) -> None:
+    spec = INSTRUMENTS[symbol]
+    instrument = {"symbol": symbol, "tick_size": spec.tick_size, "point_value": spec.point_value}
+    overrides = {"instrument": instrument, "session": {"calendar": calendar}}
+    cfg = config_from_dict(overrides, env={})
+    assert not [w for w in cfg.warnings if "session.calendar" in w]
+
+
+@pytest.mark.parametrize(("day", "weekday"), [("2024-11-30", "Saturday"), ("2024-12-01", "Sunday")])
+def test_an_early_close_on_a_weekend_is_an_error(tmp_path: Path, day: str, weekday: str) -> None:
+    """No session is dated on a weekend (Sunday evening trades Monday's session): the date is a
+    typo, and the day the trader meant would go without the correction."""
+    message = error_of(tmp_path, f"session: {{early_closes: {{{day}: '13:15'}}}}\n")
+    assert f"{day} is a {weekday}: no session has this date" in message
+
+
+def test_dates_in_messages_are_written_as_in_yaml(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "session: {early_closes: [2024-11-29]}\n")
+    assert "= ['2024-11-29']: must be a mapping" in message and "datetime" not in message
 
 
 @pytest.mark.parametrize("value", ["yes", 1, "true", 0])
