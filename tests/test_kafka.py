@@ -87,6 +87,30 @@ def test_topics_are_created_with_their_specs_and_only_once(kafka_broker: KafkaBr
         assert configs == spec.configs, spec.name
 
 
+def test_a_bars_topic_made_before_it_had_to_be_stamped_by_the_broker_is_brought_to_it(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A bars topic left by an older version (or made by hand) stamps messages with the
+    producer's time (CreateTime): a producer could then date old bars 'now' and a live worker
+    would trade them. Preparing the topics switches it to the broker's append time."""
+    admin = admin_client(kafka_broker.bootstrap)
+    try:
+        admin.create_topics({"bars.OLDT": {"num_partitions": 1, "configs": {}}})
+    finally:
+        admin.close()
+    ensure_topics(kafka_broker.bootstrap, ["OLDT"])
+    week_ago_ms = int(time.time() * 1000) - 7 * 86_400_000
+    publish(kafka_broker.bootstrap, "bars.OLDT", [(b"OLDT", bar_payload(symbol="OLDT"))])
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    producer.send("bars.OLDT", b"backdated", key=b"OLDT", timestamp_ms=week_ago_ms).get(10)
+    producer.close()
+    stamps = [record.timestamp for record in read_topic(kafka_broker.bootstrap, "bars.OLDT")]
+    assert len(stamps) == 2
+    assert min(stamps) > week_ago_ms + 86_400_000  # the broker's clock, not the producer's
+
+
 def test_bars_topics_hold_one_ordered_partition_and_control_one_total_order() -> None:
     specs = {s.name: s for s in topic_specs(["MES", "MES", "ES"])}
     assert list(specs)[:2] == ["bars.MES", "bars.ES"]  # duplicates dropped, order kept

@@ -22,17 +22,25 @@ replay's (`replay.<run-id>.bars.MES`, `replay.<run-id>.orders`, ...). A replay's
 and writes its own namespace only, and this module is the one place that builds a name: no code
 can reach a live worker's topics without naming `LIVE`. The bars topics stamp each message with
 the broker's clock when it is appended (`LogAppendTime`): the live worker judges a bar's age by
-that stamp (`stream.max_bar_age_seconds`), which no producer can backdate or forge.
+that stamp (`stream.max_bar_age_seconds`), which no producer can backdate or forge. That holds
+only if the topic really stamps so: a bars topic made before this rule (or by hand) stamps with
+the producer's time, so `ensure_topics` brings an existing topic to the configs its safety rests
+on (`ENFORCED_CONFIGS`), and refuses to go on when the cluster will not let it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scalper.errors import ScalperError
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
 
 ORDERS = "orders"
 FILLS = "fills"
@@ -47,6 +55,11 @@ KEYED_PARTITIONS = 4
 # A dead letter carries the raw bad message (up to the broker's 1 MiB default), base64-encoded
 # when it is not text, plus the reason: it must fit where the original did.
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
+
+# Topic configs that protect money, enforced on topics that already exist (the others, such as
+# retention, are the topic owner's to tune).
+ENFORCED_CONFIGS = ("message.timestamp.type",)
+CONFIG_WAIT_SECONDS = 10.0
 
 # Kafka allows [a-zA-Z0-9._-] in topic names; symbols are short exchange codes.
 _SYMBOL = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -169,8 +182,9 @@ def ensure_topics(bootstrap: str, symbols: Iterable[str], namespace: Namespace =
     """Create the missing topics of `topic_specs(symbols, namespace)`; returns the names it
     created.
 
-    Idempotent: existing topics are left as they are (a second call creates nothing), and a
-    topic created concurrently by someone else counts as present.
+    Idempotent: a second call creates nothing, and a topic created concurrently by someone else
+    counts as present. An existing topic keeps its partitions and its other configs, but is
+    brought to its spec's `ENFORCED_CONFIGS` (a `ScalperError` when the cluster refuses).
     """
     from kafka.errors import TopicAlreadyExistsError
 
@@ -185,9 +199,59 @@ def ensure_topics(bootstrap: str, symbols: Iterable[str], namespace: Namespace =
             # Another process may create the same topics between the listing and this request.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, wait_for_metadata=True)
+        _enforce_configs(admin, specs)  # also on a topic someone else created meanwhile
     finally:
         admin.close()
     return list(missing)
+
+
+def _enforce_configs(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Set the `ENFORCED_CONFIGS` of `specs` where the existing topics differ (incrementally:
+    the topics' other configs stay as they are), and wait until the broker applies them: a bar
+    published right after must already be stamped the new way."""
+    wanted = {s.name: {k: v for k, v in s.configs.items() if k in ENFORCED_CONFIGS} for s in specs}
+    changes = _config_differences(admin, {name: c for name, c in wanted.items() if c})
+    if not changes:
+        return
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    altered = admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n, configs=c) for n, c in changes.items()],
+        raise_on_unknown=False,  # the broker judges; a topic made a moment ago lists no configs
+        incremental=True,  # the plain form would reset every other config of the topic
+    )["topic"]
+    deadline = time.monotonic() + CONFIG_WAIT_SECONDS
+    for name, result in altered.items():
+        if result != "OK":
+            setting = ", ".join(f"{k}={v}" for k, v in changes[name].items())
+            raise ScalperError(
+                f"topic {name} must have {setting} and the cluster refused to change it "
+                f"({result}); a worker would judge bars by the producer's clock"
+            )
+    while _config_differences(admin, changes):
+        if time.monotonic() > deadline:
+            raise ScalperError(f"the broker did not apply the configs of {', '.join(changes)}")
+        time.sleep(0.05)
+
+
+def _config_differences(
+    admin: KafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The part of `wanted` (topic -> configs) that the topics do not have yet."""
+    if not wanted:
+        return {}
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(configs))
+        for name, configs in wanted.items()
+    ]
+    found = admin.describe_configs(resources, config_filter="all")["topic"]
+    differences = {
+        name: {k: v for k, v in configs.items() if found[name].get(k, {}).get("value") != v}
+        for name, configs in wanted.items()
+    }
+    return {name: configs for name, configs in differences.items() if configs}
 
 
 def delete_replay_topics(bootstrap: str, namespace: Namespace) -> None:
