@@ -530,16 +530,21 @@ class _Loader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
             seen: list[Any] = []
             for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:  # `<<: *base`, whose keys the mapping may override
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise ConstructorError(
                         None, None, f"duplicate key {key!r}", key_node.start_mark
                     )
                 seen.append(key)
+            self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 _INT_TAG = "tag:yaml.org,2002:int"

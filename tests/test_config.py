@@ -371,6 +371,21 @@ def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
     assert "duplicate key 'risk'" in message
 
 
+def test_a_merged_anchor_may_be_overridden_but_not_a_key_twice(tmp_path: Path) -> None:
+    """`<<: *base` then a key of its own is YAML's way to override a shared block, not a
+    duplicate; the same key written twice by hand still is one."""
+    text = """
+        risk: &base {daily_loss_limit: 60.0}
+        strategy:
+          <<: {lookback: 30, entry_z: 2.5}
+          lookback: 40
+        """
+    cfg = load_text(tmp_path, text)
+    assert (cfg.strategy.lookback, cfg.strategy.entry_z) == (40, 2.5)
+    message = error_of(tmp_path, "strategy:\n  <<: {entry_z: 2.5}\n  lookback: 4\n  lookback: 5\n")
+    assert "line 4" in message and "duplicate key 'lookback'" in message
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: no such file"):
         load_config(tmp_path / "nope.yaml")
