@@ -762,7 +762,8 @@ def write_approved_params(
         f"Out-of-sample: {headline(wf.out_of_sample.metrics)}",
         "Configuration overrides: these strategy and risk settings replace the trader's.",
     ]
-    provenance = approval_provenance(wf, cfg, symbol, data_source, run_id)
+    traded = with_point(cfg, verdict.params)  # what a worker trades with this file applied
+    provenance = approval_provenance(wf, traded, symbol, data_source, run_id)
     document = {PROVENANCE_KEY: provenance, **config_overrides(verdict.params)}
     body = yaml.safe_dump(document, sort_keys=False)
     text = "".join(f"# {line}\n" for line in header) + body
@@ -791,7 +792,8 @@ def approval_provenance(
     run_id: str | None = None,
 ) -> dict[str, Any]:
     """Where an approval came from: the data (source, symbol, first and last session), the
-    configuration it ran with (a hash of the validated settings, secrets redacted), when."""
+    trading settings it was validated with (`config_hash` of `cfg`, the configuration with the
+    approved set in it), when."""
     first, last = wf.span
     return {
         "data_source": data_source or "unknown",
@@ -804,10 +806,20 @@ def approval_provenance(
     }
 
 
+TRADING_SECTIONS = ("instrument", "strategy", "risk", "session", "costs")
+"""The settings a backtest's decisions and P&L depend on (SPEC §4): what an approval vouches for."""
+
+
 def config_hash(cfg: Config) -> str:
-    """SHA-256 of the validated configuration as plain data; secrets are redacted in it, so the
-    hash neither leaks nor depends on them."""
-    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    """SHA-256 of the trading settings (`TRADING_SECTIONS`) of the validated configuration.
+
+    Only those: the walk-forward validated the parameters under these contract facts, session
+    hours, calendar, costs and risk limits, and under no others. The rest (broker, Kafka,
+    alerts, operations, research) may differ between the research's configuration file and the
+    worker's, and may change, without making the approval say less; secrets are not in it.
+    """
+    settings = cfg.to_dict()
+    text = json.dumps({k: settings[k] for k in TRADING_SECTIONS}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -840,12 +852,28 @@ def read_provenance(path: Path, symbols: Sequence[str]) -> dict[str, Any]:
     return dict(provenance)
 
 
-def load_approved_params(config_path: str | None, path: Path, symbol: str) -> Config:
-    """The configuration at `config_path` with the approved parameters of `path` for `symbol`,
-    after their provenance is checked (`read_provenance`): what session open and the worker
-    load, so neither can trade parameters approved on simulated data or for another symbol."""
-    read_provenance(path, [symbol])
-    return load_config_with_overrides(config_path, path)
+def load_approved_params(config_path: str | None, path: Path, *symbols: str) -> Config:
+    """The configuration at `config_path` with the approved parameters of `path` (for one of
+    `symbols`), after their provenance is checked (`read_provenance`): what session open and
+    the worker load, so neither can trade parameters approved on simulated data or for another
+    symbol, nor under other trading settings than the result's.
+
+    The result's trading settings must be the ones the research validated (`config_hash`): a
+    commission, a session time, a calendar, a risk limit changed in the configuration since the
+    approval — or a value of the file edited by hand — means the walk-forward's verdict is not
+    about what would be traded. Such a file is refused (the current parameters stay) until the
+    research runs again with this configuration; the nightly run does that.
+    """
+    provenance = read_provenance(path, symbols)
+    cfg = load_config_with_overrides(config_path, path)
+    if provenance.get("config_hash") != config_hash(cfg):
+        settings = ", ".join(TRADING_SECTIONS)
+        raise ScalperError(
+            f"{path}: approved with other trading settings ({settings}) than "
+            f"{config_path or 'the built-in defaults'} has with them: changed since the research "
+            "run, or the file was edited; refused, run the research with this configuration"
+        )
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,3 +87,23 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     assert lines[0].startswith("scalper: error: ")
     for needle in needles:
         assert needle in lines[0]
+
+
+def write_approved(
+    path: Path, config: Path | str | None, provenance: dict[str, Any], **sections: dict[str, Any]
+) -> Path:
+    """An approved parameters file (`sections`: strategy, risk) at `path`, its provenance's
+    `config_hash` that of `config` with these sections in it, as a research run records it
+    (unless `provenance` names one); `provenance` None-valued keys are left out."""
+    import yaml
+
+    from scalper.config import load_config_with_overrides
+    from scalper.research import config_hash
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(sections))
+    config = None if config is None else str(config)
+    recorded = {"config_hash": config_hash(load_config_with_overrides(config, path)), **provenance}
+    recorded = {k: v for k, v in recorded.items() if v is not None}
+    path.write_text(yaml.safe_dump({"provenance": recorded, **sections}, sort_keys=False))
+    return path

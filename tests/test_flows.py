@@ -56,7 +56,7 @@ from tests import ops_support
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
 from tests.ops_support import ACCOUNT, SYMBOL, TOKEN, OpsWorld, make_world, trade_by_hand
-from tests.shared import SCALPER, run
+from tests.shared import SCALPER, run, write_approved
 
 gateway_options = ops_support.gateway_options
 secrets = ops_support.secrets
@@ -120,8 +120,7 @@ def test_session_open_halts_on_a_position_mismatch(ibkr_world: OpsWorld) -> None
     assert ibkr_world.gateway is not None
     trade_by_hand(ibkr_world.gateway, "BUY", 1)
     approved = ibkr_world.home / "research" / "approved_params.yaml"
-    approved.parent.mkdir()
-    approved.write_text(f"{IBKR_PROVENANCE}strategy: {{lookback: 15}}\n")
+    write_approved(approved, ibkr_world.config, IBKR_PROVENANCE, strategy={"lookback": 15})
     since = time.time_ns()
     result = session_open(config=str(ibkr_world.config))
     assert result["action"] == "halted"
@@ -151,28 +150,41 @@ def test_session_open_with_kafka_down_alerts_that_entries_are_not_paused(
     assert risk_events(ibkr_world) == ["mismatch_unpaused"]
 
 
-IBKR_PROVENANCE = "provenance: {data_source: ibkr, symbol: MES}\n"
+IBKR_PROVENANCE = {"data_source": "ibkr", "symbol": "MES"}
+OTHER_SETTINGS = "approved with other trading settings"
 
 
 @pytest.mark.parametrize(
     ("provenance", "why"),
     [
-        ("", "no provenance"),
-        ("provenance: {data_source: simulator, symbol: MES}\n", "approved on simulated data"),
-        ("provenance: {data_source: ibkr, symbol: ES}\n", "approved for ES, not for MES"),
+        ("none", "no provenance"),
+        ({"data_source": "simulator", "symbol": "MES"}, "approved on simulated data"),
+        ({"data_source": "ibkr", "symbol": "ES"}, "approved for ES, not for MES"),
+        ({**IBKR_PROVENANCE, "config_hash": "0" * 64}, OTHER_SETTINGS),  # another config's
+        ({**IBKR_PROVENANCE, "config_hash": None}, OTHER_SETTINGS),  # none recorded
+        ("commission changed since", OTHER_SETTINGS),
+        ("lookback edited by hand", OTHER_SETTINGS),
     ],
 )
 def test_session_open_refuses_parameters_not_approved_on_this_market(
-    provenance: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    provenance: dict | str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     kafka_broker: KafkaBroker, telegram: HttpRecorder, gateway: FakeGateway,
 ) -> None:  # fmt: skip
-    """Approved on simulated data, for another symbol, or of unknown origin: not sent to the
-    worker (the current parameters stay) and a warning says why. (The procedure itself: the
-    flow above is a shell around it.)"""
+    """Approved on simulated data, for another symbol, of unknown origin, or under trading
+    settings other than those the configuration has with them (a cost changed since the
+    research, a value edited in the file): not sent to the worker (the current parameters
+    stay) and a warning says why. (The procedure itself: the flow above is a shell around it.)"""
     world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, gateway)
     approved = world.home / "research" / "approved_params.yaml"
-    approved.parent.mkdir()
-    approved.write_text(f"{provenance}strategy: {{lookback: 15}}\n")
+    recorded = provenance if isinstance(provenance, dict) else IBKR_PROVENANCE
+    write_approved(approved, world.config, recorded, strategy={"lookback": 15})
+    if provenance == "none":  # written by hand, or before provenance was recorded
+        approved.write_text("strategy: {lookback: 15}\n")
+    elif provenance == "commission changed since":
+        config = yaml.safe_load(world.config.read_text())
+        world.config.write_text(yaml.safe_dump({**config, "costs": {"commission_per_side": 0.62}}))
+    elif provenance == "lookback edited by hand":
+        approved.write_text(approved.read_text().replace("lookback: 15", "lookback: 12"))
     since = time.time_ns()
     result = procedures.session_open(Operations.load(str(world.config)))
     assert result.action == "none" and result.approved_params is None

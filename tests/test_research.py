@@ -547,8 +547,10 @@ def test_approved_params_record_their_provenance(tmp_path: Path) -> None:
     assert provenance["data_source"] == "ibkr" and provenance["symbol"] == "MES"
     assert provenance["first_session"] == wf.span[0].isoformat()
     assert provenance["last_session"] == wf.span[1].isoformat()
-    assert provenance["config_hash"] == research.config_hash(cfg)
     assert provenance["created_at"] and provenance["run_id"] == "r1"
+    assert provenance["config_hash"] == research.config_hash(
+        research.with_point(cfg, wf.recommended)
+    )
     changed = config_from_dict({"strategy": {"lookback": 21}})
     assert research.config_hash(changed) != research.config_hash(cfg)
     one, other = ({"broker": {"account": account}} for account in ("U999", "U111"))
@@ -582,7 +584,39 @@ def test_approved_params_without_provenance_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ScalperError, match="no provenance"):
         read_provenance(path, ["MES"])
     approve(path)
-    assert load_approved_params(None, path, "mes").strategy.lookback > 0  # any case
+    config = tmp_path / "research.yaml"
+    config.write_text(yaml.safe_dump({"research": SMALL_GRID, "risk": NO_BRAKES}))
+    assert load_approved_params(str(config), path, "mes").strategy.lookback > 0  # any case
+
+
+def test_approved_params_are_refused_under_other_trading_settings(tmp_path: Path) -> None:
+    """The approval vouches for the trading settings the walk-forward ran with (contract, session,
+    calendar, costs, risk), the approved set in them; other sections may differ or change."""
+    path = tmp_path / "approved_params.yaml"
+    approve(path)
+    config = tmp_path / "live.yaml"
+    same = {"research": SMALL_GRID, "risk": NO_BRAKES}
+    elsewhere = {
+        "kafka": {"bootstrap": "10.0.0.9:9092"},
+        "ops": {"summary_at": "17:05"},
+        "research": {"folds": 3},
+        "alerts": {"webhook": "http://127.0.0.1:1/hook"},
+    }
+    config.write_text(yaml.safe_dump({**same, **elsewhere}))
+    assert load_approved_params(str(config), path, "MES").strategy.lookback > 0
+    other = "approved with other trading settings"
+    changes = [{"costs": {"commission_per_side": 0.62}}, {"session": {"flatten_at": "16:20"}},
+               {"risk": {**NO_BRAKES, "position_size": 2}}]  # fmt: skip
+    for change in changes:
+        config.write_text(yaml.safe_dump({**same, **change}))
+        with pytest.raises(ScalperError, match=other):
+            load_approved_params(str(config), path, "MES")
+    config.write_text(yaml.safe_dump(same))
+    path.write_text(path.read_text().replace("lookback: 10", "lookback: 12"))  # edited by hand
+    with pytest.raises(ScalperError, match=other):
+        load_approved_params(str(config), path, "MES")
+    with pytest.raises(ScalperError, match=other):  # the defaults' risk limits are other ones
+        load_approved_params(None, path, "MES")
 
 
 def test_history_appends_one_row_per_run(home: Path) -> None:

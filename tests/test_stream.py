@@ -50,6 +50,7 @@ from tests.shared import (
     expected_rows,
     first_difference,
     run,
+    write_approved,
 )
 from tests.stream_support import (
     Rows,
@@ -332,13 +333,9 @@ def test_approved_parameters_apply_from_the_next_session(
     live = phased
     home = tmp_path / "home"
     monkeypatch.setenv("SCALPER_HOME", str(home))
-    approved = {
-        "provenance": {"data_source": "file", "symbol": "MES"},  # market data, this symbol
-        "risk": {"stop_loss_ticks": 8},
-        "strategy": {"lookback": 15},
-    }
-    (home / "research").mkdir(parents=True)
-    (home / "research" / "approved_params.yaml").write_text(yaml.safe_dump(approved))
+    market = {"data_source": "file", "symbol": "MES"}  # market data, this symbol
+    write_approved(home / "research" / "approved_params.yaml", live.config_path, market,
+                   risk={"stop_loss_ticks": 8}, strategy={"lookback": 15})  # fmt: skip
     bars = bars_of(case_bars(SIGNALS).head(3_000), "MES")
     publish_bars(live, bars[:700], "MES")  # into the first whole session
     run_to_end(live, recover=True)

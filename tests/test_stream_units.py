@@ -33,7 +33,7 @@ from scalper.live.sink import OrderSink
 from scalper.live.trader import Desk, TraderState
 from scalper.resample import resample
 from scalper.simulate import simulate_bars
-from tests.shared import CONFORMANCE, expected_rows
+from tests.shared import CONFORMANCE, expected_rows, write_approved
 from tests.stream_support import bars_of, case_bars, end_marker, inbound, rows, write_config
 
 NS = 10**9
@@ -572,22 +572,28 @@ def test_paper_trading_without_an_exchange_calendar_is_warned_and_the_calendar_r
 @pytest.mark.parametrize(
     ("provenance", "event", "why"),
     [
-        ("provenance: {data_source: file, symbol: MES}\n", "reload_pending", "next session"),
-        ("provenance: {data_source: simulator, symbol: MES}\n", "reload_refused", "simulated"),
-        ("provenance: {data_source: ibkr, symbol: MNQ}\n", "reload_refused", "for MNQ, not"),
-        ("", "reload_refused", "no provenance"),
+        ({"data_source": "file", "symbol": "MES"}, "reload_pending", "next session"),
+        ({"data_source": "simulator", "symbol": "MES"}, "reload_refused", "simulated"),
+        ({"data_source": "ibkr", "symbol": "MNQ"}, "reload_refused", "for MNQ, not"),
+        (None, "reload_refused", "no provenance"),
+        ({"data_source": "file", "symbol": "MES", "config_hash": "0" * 64}, "reload_refused",
+         "approved with other trading settings"),
     ],
-)
+)  # fmt: skip
 def test_a_worker_loads_only_parameters_approved_on_market_data_for_its_symbol(
-    provenance: str, event: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    provenance: dict | None, event: str, why: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """The worker checks the provenance again, per symbol: a reload sent by hand (or for a
-    worker trading several symbols) cannot bring simulated or another symbol's parameters."""
+    worker trading several symbols) cannot bring simulated or another symbol's parameters,
+    nor parameters approved under other trading settings."""
     monkeypatch.setenv("SCALPER_HOME", str(tmp_path / "home"))
     approved = tmp_path / "home" / "research" / "approved_params.yaml"
-    approved.parent.mkdir(parents=True)
-    approved.write_text(f"{provenance}strategy: {{lookback: 15}}\n")
-    desk = Desk(settings_for(tmp_path))
+    settings = settings_for(tmp_path)
+    write_approved(approved, settings.config_path, provenance or {}, strategy={"lookback": 15})
+    if provenance is None:
+        approved.write_text("strategy: {lookback: 15}\n")
+    desk = Desk(settings)
     feed(desk, None, [control("reload_params", 0)])
     [reload] = [e for e in desk.ledger.risk_events("MES") if e["event"].startswith("reload")]
     desk.close()

@@ -14,7 +14,8 @@ left over. `ops.on_mismatch` decides:
 
 It then loads the approved parameters (`research/approved_params.yaml`, validated against the
 configuration first, and refused — the current ones stay, an alert says why — when their
-provenance is missing, or names simulated data or another symbol) by `reload_params` — the
+provenance is missing, names simulated data or another symbol, or was approved under other
+trading settings than the configuration's) by `reload_params` — the
 worker applies them at the session roll, checking the provenance again per symbol — and
 resets the operations' daily state (`daily_state`: the worker restart budget).
 
@@ -172,17 +173,16 @@ def _handle_mismatches(
 
 def _reload_approved_params(ops: Operations) -> str | None:
     """Ask the worker to load the approved parameters, if there are valid ones: approved on
-    market data for a symbol the worker trades (`scalper.research.read_provenance`), and
-    valid with the configuration. Otherwise the current parameters stay, and an alert says why."""
-    from scalper.config import load_config_with_overrides
-    from scalper.research import approved_params_path, read_provenance
+    market data for a symbol the worker trades, under the trading settings the configuration
+    has with them, and valid with it (`scalper.research.load_approved_params`, which the worker
+    applies again per symbol). Otherwise the current parameters stay, and an alert says why."""
+    from scalper.research import approved_params_path, load_approved_params
 
     path = approved_params_path()
     if not path.is_file():
         return None
     try:
-        read_provenance(path, ops.symbols)
-        load_config_with_overrides(ops.config_path, path)
+        load_approved_params(ops.config_path, path, *ops.symbols)
     except ScalperError as exc:
         ops.alerter.send(f"Approved parameters not loaded: {exc}", "warning")
         return None
