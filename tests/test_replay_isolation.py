@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scalper.kafka.broker import KafkaBroker
+from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.clients import admin_client, publish, read_topic
 from scalper.kafka.messages import (
     Control,
@@ -170,3 +170,96 @@ def test_a_replay_worker_never_passes_for_the_live_worker(tmp_path: Path) -> Non
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def replay_topics(bootstrap: str) -> list[str]:
+    admin = admin_client(bootstrap)
+    try:
+        return sorted(name for name in admin.list_topics() if name.startswith("replay."))
+    finally:
+        admin.close()
+
+
+def started_replay(home: Path, config: str, data: Path) -> tuple[subprocess.Popen[str], int, str]:
+    """A paced `scalper stream replay` (minutes long), once its worker runs: the process, its
+    worker's pid and its run id."""
+    before = set((home / "stream" / "replays").glob("*"))
+    proc = subprocess.Popen(
+        [SCALPER, "stream", "replay", "--config", config, "--data", str(data), "--speed", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    found: list[tuple[int, str]] = []
+
+    def worker_runs() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        for folder in set((home / "stream" / "replays").glob("*")) - before:
+            found[:] = [(pid, folder.name) for pid in running_workers(folder)]
+        return bool(found)
+
+    eventually(worker_runs, "the replay's worker")
+    return proc, *found[0]
+
+
+def gone(pid: int) -> bool:
+    return (
+        not Path(f"/proc/{pid}").exists()
+        or b"bytewax" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+
+
+def test_a_replay_stopped_or_killed_leaves_no_worker_and_no_topics_behind(
+    kafka_broker: KafkaBroker, home: Path, tmp_path: Path
+) -> None:
+    """A replay stopped (SIGTERM, as a service manager or `kill` does) stops its worker and
+    deletes its topics; one killed outright (SIGKILL) cannot, but its worker dies with it and
+    the next replay of the data directory deletes the topics it left. Before, the worker
+    (in its own session) polled its topics forever and the topics stayed."""
+    overrides = yaml.safe_load((CASE / "config.yaml").read_text())
+    config = write_config(
+        tmp_path / "replay.yaml", overrides, kafka={"bootstrap": kafka_broker.bootstrap}
+    )
+    killed, killed_worker, killed_id = started_replay(home, config, bars_path(CASE))
+    killed.kill()
+    killed.communicate()
+    eventually(lambda: gone(killed_worker), "the killed replay's worker ends", 15)
+    left = [
+        t for t in replay_topics(kafka_broker.bootstrap) if t.startswith(f"replay.{killed_id}.")
+    ]
+    assert left != []  # nobody could delete them yet
+
+    stopped, stopped_worker, stopped_id = started_replay(home, config, bars_path(CASE))
+    assert {t.split(".")[1] for t in replay_topics(kafka_broker.bootstrap)} == {stopped_id}
+    stopped.terminate()
+    _, err = stopped.communicate(timeout=60)
+    assert stopped.returncode == 130 and "Traceback" not in err, err
+    assert gone(stopped_worker)
+    assert replay_topics(kafka_broker.bootstrap) == []
+
+
+def test_a_replay_leaves_the_broker_it_started_up_when_the_live_worker_reads_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay starts the data directory's broker when none answers and stops it at the end;
+    if the live worker was started meanwhile (it reads that broker now), stopping it would take
+    its bars, its end-of-day exit and the kill switch's stream path: the broker stays up."""
+    from scalper.live.replay import _answers, _kafka
+    from scalper.live.settings import default_run_dir
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    live = default_run_dir(create=True)
+    factory = f"streams.live:build(None, {str(live)!r})"
+    with _kafka(bootstrap):
+        worker = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "bytewax.run", factory]
+        )
+        (live / "worker-0.pid").write_text(f"{worker.pid}\n")
+        eventually(lambda: running_workers(live) == [worker.pid], "the live worker", 10)
+    try:
+        assert _answers(bootstrap)
+        assert f"the live stream worker (pid {worker.pid}) reads it" in capsys.readouterr().err
+    finally:
+        worker.kill()
+        worker.wait()
+        KafkaBroker.for_bootstrap(bootstrap).stop()

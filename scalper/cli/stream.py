@@ -10,6 +10,7 @@ writes the trades with `--trades-out`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from scalper.cli import add_bar_file_options
@@ -67,6 +68,8 @@ def _replay(args: argparse.Namespace) -> int:
     if args.trades_out:  # before a session is replayed end to end
         check_output_file(args.trades_out, "--trades-out")
     spec = bar_file_spec(args, load_config(args.config).data)
+    # A stop (SIGTERM) ends it like Ctrl-C: its worker stopped, its topics deleted.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = replay(args.config, args.data, speed=args.speed, trades_out=args.trades_out, spec=spec)
     if result.paper_instead_of is not None:
         print(

@@ -350,7 +350,7 @@ class KafkaBroker:
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: `stop` signals the whole JVM
-                preexec_fn=_terminate_with_parent if self.exit_with_parent else None,
+                preexec_fn=terminate_with_parent if self.exit_with_parent else None,
             )
         self.pid_path.write_text(f"{self._process.pid}\n")
 
@@ -443,8 +443,9 @@ def _answers(host: str, port: int) -> bool:
     return any(not broker.get("is_fenced") for broker in brokers)
 
 
-def _terminate_with_parent() -> None:
-    """Runs in the child before `exec`: Linux sends it SIGTERM when its parent dies."""
+def terminate_with_parent() -> None:
+    """Runs in the child before `exec` (`preexec_fn`): Linux sends it SIGTERM when its parent
+    dies, however it dies (SIGKILL included), so a helper process is never orphaned."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 

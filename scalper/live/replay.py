@@ -14,6 +14,11 @@ says. So a replay is isolated by construction, not by checks:
   `scalper.kafka.topics.Namespace`), deleted when it is done; nothing here names a live topic;
 - its worker trades through the paper broker even with `broker.kind: ibkr`
   (`LiveSettings.load(..., replay=...)`): old bars never trade at Interactive Brokers.
+
+Nor does it leave anything behind: its worker dies with it however it ends, a stopped replay
+(Ctrl-C, SIGTERM) deletes its topics, and the topics of one killed outright are deleted by the
+data directory's next replay. A broker it started is stopped afterwards only if no worker of the
+data directory reads it by then.
 """
 
 from __future__ import annotations
@@ -40,13 +45,20 @@ from scalper.bars import BarFileSpec, off_tick_warning, read_bars
 from scalper.config import load_config
 from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker
-from scalper.kafka.clients import publish
+from scalper.kafka.clients import admin_client, publish
 from scalper.kafka.messages import Bar, Control, decode, encode_bar, encode_control
-from scalper.kafka.topics import Namespace, delete_replay_topics
+from scalper.kafka.topics import REPLAY_PREFIX, Namespace, delete_replay_topics
 from scalper.ledger import Ledger
 from scalper.live.inbound import END_OF_DATA
-from scalper.live.settings import LiveSettings
-from scalper.live.worker import end_offsets, prepare_run, start_worker, stop_worker
+from scalper.live.settings import LiveSettings, default_run_dir
+from scalper.live.worker import (
+    end_offsets,
+    pid_path,
+    prepare_run,
+    running_workers,
+    start_worker,
+    stop_worker,
+)
 from scalper.progress import Progress
 
 NS_PER_SECOND = 1_000_000_000
@@ -187,7 +199,7 @@ def _new_run_dir(symbol: str) -> Path:
 
 def _start(settings: LiveSettings) -> subprocess.Popen[bytes]:
     with open(settings.run_dir / "worker.log", "ab") as log:
-        return start_worker(settings, log=log)
+        return start_worker(settings, log=log, exit_with_parent=True)
 
 
 def _publish(
@@ -257,16 +269,55 @@ def _is_end(event: dict[str, Any], issued_at: int) -> bool:
 @contextmanager
 def _kafka(bootstrap: str) -> Iterator[None]:
     """A Kafka broker at `bootstrap` for the block: the one answering there, else the data
-    directory's local broker, started here and stopped afterwards."""
-    if _answers(bootstrap):
-        yield
-        return
-    broker = KafkaBroker.for_bootstrap(bootstrap)
-    broker.start(progress=lambda message: print(f"{message} ...", file=sys.stderr, flush=True))
+    directory's local broker, started here and stopped afterwards unless a worker of the data
+    directory reads it by then (a live one started meanwhile, another replay that found it
+    answering): stopping it would leave them without bars."""
+    broker = None
+    if not _answers(bootstrap):
+        broker = KafkaBroker.for_bootstrap(bootstrap)
+        broker.start(progress=lambda message: print(f"{message} ...", file=sys.stderr, flush=True))
     try:
+        with contextlib.suppress(KafkaError):  # housekeeping must not stop the replay
+            _delete_abandoned_topics(bootstrap)
         yield
     finally:
-        broker.stop()
+        readers = _running_workers() if broker is not None else []
+        if readers:
+            print(
+                f"note: the Kafka broker this replay started stays up: {readers[0]} reads it",
+                file=sys.stderr,
+            )
+        elif broker is not None:
+            broker.stop()
+
+
+def _running_workers() -> list[str]:
+    """The stream workers of the data directory that run now, described."""
+    live = default_run_dir()
+    found = [f"the live stream worker (pid {pid})" for pid in running_workers(live)]
+    for folder in sorted((live / "replays").glob("*")):
+        found += [f"replay {folder.name} (pid {pid})" for pid in running_workers(folder)]
+    return found
+
+
+def _delete_abandoned_topics(bootstrap: str) -> None:
+    """Delete the topics of this data directory's replays whose worker ran and is gone: a
+    replay killed outright (SIGKILL, a power cut) had no chance to. A replay whose worker has
+    not started yet (no pid file) is being prepared, and replays of another data directory on
+    the same broker are not this one's to judge."""
+    replays = default_run_dir() / "replays"
+    admin = admin_client(bootstrap)
+    try:
+        names = admin.list_topics()
+    finally:
+        admin.close()
+    run_ids = {
+        n[len(REPLAY_PREFIX) :].split(".", 1)[0] for n in names if n.startswith(REPLAY_PREFIX)
+    }
+    for run_id in sorted(run_ids):
+        folder = replays / run_id
+        if pid_path(folder, None).is_file() and not running_workers(folder):
+            delete_replay_topics(bootstrap, Namespace.of_replay(run_id))
 
 
 def _answers(bootstrap: str) -> bool:

@@ -30,6 +30,7 @@ from kafka import TopicPartition
 from kafka.admin import OffsetSpec
 
 from scalper.errors import ScalperError
+from scalper.kafka.broker import terminate_with_parent
 from scalper.kafka.clients import admin_client
 from scalper.kafka.topics import ensure_topics
 from scalper.ledger import Ledger
@@ -164,9 +165,13 @@ def start_worker(
     process_id: int | None = None,
     addresses: str | None = None,
     log: IO[bytes] | None = None,
+    exit_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start one worker process of a prepared run folder, in its own process group; it holds
-    the folder's worker lock (`claim_worker_slot`) from its first instruction."""
+    the folder's worker lock (`claim_worker_slot`) from its first instruction.
+
+    `exit_with_parent`: the worker ends when the starting process dies, however it dies (a
+    replay's worker serves its replay only; orphaned, it would poll its topics forever)."""
     command = worker_command(settings, workers=workers, process_id=process_id, addresses=addresses)
     lock = claim_worker_slot(settings.run_dir, process_id)
     try:
@@ -177,6 +182,7 @@ def start_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=(lock,),
+            preexec_fn=terminate_with_parent if exit_with_parent else None,
         )
     finally:
         os.close(lock)  # the child's copy keeps the lock for as long as it lives
