@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ib_async import IB, Future, LimitOrder
+from ib_async import IB, Future, LimitOrder, MarketOrder
 
 from scalper.brokers import OrderIntent
 from scalper.brokers.paper import PaperBroker
@@ -206,6 +206,31 @@ def test_a_kill_of_one_symbol_cancels_its_orders_but_not_by_global_cancel(
     assert open_orders(gateway) == ["live-trader"]
     assert f"{SYMBOL}: NOT FLAT — held nothing, NOT confirmed: order live-trader working" in output
     assert "MNQ" not in output.split("halt:")[0]  # only the named symbol is reported
+
+
+def test_a_kill_adds_no_close_to_a_close_already_working(
+    ib_world: OpsWorld, kafka_broker: KafkaBroker, by_hand: IB
+) -> None:
+    """The gateway takes orders but fills none (a halted market): a connected trader's market
+    exit of the position works already, and it cannot be cancelled from here (a kill of one
+    symbol of two). A closing order of the kill's own on top would reverse the position when
+    the market fills both: the kill sends none, and reports the exit still working."""
+    gateway = ib_world.gateway
+    assert gateway is not None
+    write_config(ib_world.config, kafka_broker, ib_world.telegram, broker=ibkr(gateway.port),
+                 stream={"symbols": [SYMBOL, "MNQ"]})  # fmt: skip
+    trade_by_hand(gateway, "BUY", 1)
+    gateway.hold_fills()
+    [contract] = by_hand.qualifyContracts(Future(SYMBOL, "202406", exchange="CME"))
+    by_hand.placeOrder(contract, MarketOrder("SELL", 1, orderRef="trader-exit"))
+    by_hand.sleep(0.2)
+    code, output = scalper(ib_world, "kill", "--symbol", "MES", "--wait", "1")
+    assert code == 1, output
+    assert f"{SYMBOL}: NOT FLAT — was +1, NOT confirmed: position +1, order trader-exit " in output
+    assert open_orders(gateway) == ["trader-exit"]  # one close, not two
+    gateway.hold_fills(False)
+    gateway.fill("trader-exit")
+    assert gateway.position("MESM4") == 0
 
 
 # -- paper ---------------------------------------------------------------------------------------

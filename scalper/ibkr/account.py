@@ -131,8 +131,14 @@ async def close_positions(
     ib: IB, symbols: Iterable[str] | None, deadline: float
 ) -> tuple[str, ...]:
     """Close the positions held (of `symbols`, default all) with market orders named
-    `KILL-<symbol>-<ns>`; waits until they are done or `deadline`. Their `orderRef`s."""
+    `KILL-<symbol>-<ns>`; waits until they are done or `deadline`. Their `orderRef`s.
+
+    Only what market orders working already (any client's: a running trader's exit that IB
+    has not filled, an earlier kill's close) do not close is sent: on top of them, a close of
+    the whole position would reverse it once the market fills both.
+    """
     wanted = None if symbols is None else set(symbols)
+    working = await ib.reqAllOpenOrdersAsync()
     await ib.reqPositionsAsync()
     sent: list[Trade] = []
     stamp = time.time_ns()
@@ -140,11 +146,31 @@ async def close_positions(
         if wanted is not None and contract.symbol not in wanted:
             continue
         action = "SELL" if held > 0 else "BUY"
+        quantity = abs(held) - _closing_at_market(working, contract, action)
+        if quantity <= 0:
+            continue
         ref = kill_ref(contract.symbol, stamp)
-        order = MarketOrder(action, abs(held), orderRef=ref, tif=TIME_IN_FORCE)
+        order = MarketOrder(action, quantity, orderRef=ref, tif=TIME_IN_FORCE)
         sent.append(ib.placeOrder(contract, order))
     await _until(lambda: all(t.isDone() for t in sent), deadline - time.monotonic())
     return tuple(t.order.orderRef for t in sent)
+
+
+def _closing_at_market(working: Iterable[Trade], contract: Contract, action: str) -> int:
+    """The quantity that working market orders `action` of `contract` have still to fill."""
+    return sum(
+        int(t.orderStatus.remaining if t.orderStatus.status else t.order.totalQuantity)
+        for t in working
+        if _same_contract(t.contract, contract)
+        and t.order.orderType == "MKT"
+        and t.order.action == action
+    )
+
+
+def _same_contract(one: Contract, other: Contract) -> bool:
+    if one.conId and other.conId:
+        return one.conId == other.conId
+    return (one.symbol, one.localSymbol) == (other.symbol, other.localSymbol)
 
 
 def _exchange(symbol: str) -> str:
