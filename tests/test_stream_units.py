@@ -378,6 +378,18 @@ def test_a_replay_worker_takes_history_and_cannot_trade_at_ib(tmp_path: Path) ->
         replace(live_ib, namespace=Namespace.of_replay("r2"))
 
 
+def test_a_replay_worker_trades_the_replayed_instrument_whatever_stream_symbols_lists(
+    tmp_path: Path,
+) -> None:
+    """A replay publishes the configured instrument's file; a worker reading only the other
+    symbols of `stream.symbols` made it wait a minute for a topic nobody created."""
+    others = write_config(tmp_path / "mnq.yaml", {"stream": {"symbols": ["MNQ", "NQ"]}})
+    settings = LiveSettings.load(others, tmp_path / "run", replay="r1")
+    assert settings.symbols == ("MES",)
+    assert settings.topics == ["replay.r1.bars.MES", "replay.r1.control"]
+    assert LiveSettings.load(others, tmp_path / "live").symbols == ("MNQ", "NQ")
+
+
 def test_a_trader_with_its_data_complete_trades_exactly_as_the_backtest(tmp_path: Path) -> None:
     desk = Desk(settings_for(tmp_path))
     bars = bars_of(case_bars(CASE), "MES")

@@ -86,8 +86,12 @@ class LiveSettings:
         worker in that replay's namespace, with the paper broker."""
         cfg = load_config(config_path)  # also the live-mode checks (port, account, ...)
         namespace = LIVE if replay is None else Namespace.of_replay(replay)
-        if not namespace.is_live:  # history never trades at a real broker
-            cfg = replace(cfg, broker=replace(cfg.broker, kind="paper", mode="paper"))
+        if not namespace.is_live:  # history never trades at a real broker; the replayed file
+            # is the configured instrument's, whatever else the live workers trade
+            stream = replace(cfg.stream, symbols=None)
+            cfg = replace(
+                cfg, broker=replace(cfg.broker, kind="paper", mode="paper"), stream=stream
+            )
         else:  # live mode refused these already; paper trading is warned
             cfg = replace(cfg, warnings=cfg.warnings + paper_trading_warnings(cfg))
         source = source_seconds or cfg.stream.source_bar_seconds
