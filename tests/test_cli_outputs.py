@@ -153,3 +153,21 @@ def test_trades_out_onto_a_full_device_is_one_line_not_a_traceback() -> None:
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("warning: ")]
     assert proc.returncode == 1
     assert errors == ["scalper: error: cannot write: No space left on device"]
+
+
+def test_research_into_a_closed_pipe_still_writes_its_report(tmp_path: Path) -> None:
+    """`scalper optimize ... | head -0`: the reader going away must not cost the finished run
+    its files (report, sweep); they are written before the summary is printed."""
+    out = tmp_path / "run"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [SCALPER, "optimize", "--config", str(CASE / "config.yaml"), "--data", BARS,
+             "--out", str(out)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert (out / "report.html").is_file() and (out / "sweep.parquet").is_file()

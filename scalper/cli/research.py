@@ -115,27 +115,27 @@ def _optimize(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     sweep = run_sweep(bars, cfg)
     grid = grid_params(cfg)
-    print(
+    lines = [
         f"scalper optimize: {sweep.height} sets ({len(grid.excluded)} excluded) over "
-        f"{_span(bars, cfg)} in {time.perf_counter() - started:.1f} s"
-    )
-    _print_exclusions(grid.excluded)
+        f"{_span(bars, cfg)} in {time.perf_counter() - started:.1f} s",
+        *_exclusions(grid.excluded),
+    ]
     best = best_set(sweep, cfg)
     backtest, label = None, ""
     if best is None:
         objective = cfg.research.objective
-        print(f"no set made {cfg.research.min_trades} trades with a finite {objective}")
+        lines.append(f"no set made {cfg.research.min_trades} trades with a finite {objective}")
     else:
         point = grid_point(best)
         label = f"best set {format_point(point)}"
         backtest = run_backtest(bars, with_point(cfg, point))
-        print(
+        lines.append(
             f"best by {cfg.research.objective}: {format_point(point)}: {headline(backtest.metrics)}"
         )
     run = ResearchRun(
         symbol, backtest=backtest, backtest_label=label, sweep=sweep, excluded=grid.excluded
     )
-    return _publish(run, cfg, args)
+    return _publish(run, cfg, args, lines)
 
 
 def _walk_forward(args: argparse.Namespace) -> int:
@@ -146,11 +146,13 @@ def _walk_forward(args: argparse.Namespace) -> int:
     wf = walk_forward(bars, cfg)
     verdict = go_live_gate(wf, cfg)
     elapsed = time.perf_counter() - started
-    print(f"scalper walk-forward: {_span(bars, cfg)} in {elapsed:.1f} s: {wf.summary()}")
-    _print_exclusions(wf.excluded)
-    print(verdict.summary())
+    lines = [
+        f"scalper walk-forward: {_span(bars, cfg)} in {elapsed:.1f} s: {wf.summary()}",
+        *_exclusions(wf.excluded),
+        verdict.summary(),
+    ]
     run = ResearchRun(symbol, walk_forward=wf, verdict=verdict, excluded=wf.excluded)
-    return _publish(run, cfg, args)
+    return _publish(run, cfg, args, lines)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -161,23 +163,26 @@ def _report(args: argparse.Namespace) -> int:
     run = run_research(bars, cfg, symbol)
     elapsed = time.perf_counter() - started
     assert run.backtest is not None and run.walk_forward is not None and run.verdict is not None
-    print(f"scalper report: research of {symbol} in {elapsed:.1f} s")
-    print(f"backtest: {headline(run.backtest.metrics)}")
-    print(f"walk-forward: {run.walk_forward.summary()}")
-    _print_exclusions(run.excluded)
-    print(run.verdict.summary())
-    return _publish(run, cfg, args)
+    lines = [
+        f"scalper report: research of {symbol} in {elapsed:.1f} s",
+        f"backtest: {headline(run.backtest.metrics)}",
+        f"walk-forward: {run.walk_forward.summary()}",
+        *_exclusions(run.excluded),
+        run.verdict.summary(),
+    ]
+    return _publish(run, cfg, args, lines)
 
 
-def _print_exclusions(excluded: Sequence[Excluded]) -> None:
+def _exclusions(excluded: Sequence[Excluded]) -> list[str]:
     """Which grid sets the configuration's rules kept out of the research, and why."""
     from scalper.research import exclusion_lines
 
-    for line in exclusion_lines(excluded):
-        print(f"excluded {line}")
+    return [f"excluded {line}" for line in exclusion_lines(excluded)]
 
 
-def _publish(run: ResearchRun, cfg: Config, args: argparse.Namespace) -> int:
+def _publish(run: ResearchRun, cfg: Config, args: argparse.Namespace, lines: list[str]) -> int:
+    """Writes the run's files, then prints `lines` and where the files are: the files first, so
+    a reader that stops early (`| head`) or a full standard output cannot lose a finished run."""
     from dataclasses import replace
 
     from scalper.report import publish
@@ -189,6 +194,7 @@ def _publish(run: ResearchRun, cfg: Config, args: argparse.Namespace) -> int:
     elif wf is not None:
         run = replace(run, data_source=stored_data_source(run.symbol, wf))
     published: Published = publish(run, cfg, origin="cli", directory=args.out)
+    print("\n".join(lines))
     if published.approved is not None:
         print(f"approved parameters: {published.approved}")
     print(f"report: {published.report}")
