@@ -295,8 +295,9 @@ class StreamConfig(Section):
     resume for a little throughput.
     `max_bar_age_seconds`: a live worker dead-letters a bar that closed more than this long
     before it reached Kafka (the broker's append time, fixed in the log, so a resumed worker
-    judges a re-read bar as it did the first time), or that closes this long after it: history
-    (a replay, a backfill) never trades. IB's real-time bars arrive about a second after their
+    judges a re-read bar as it did the first time): history (a replay, a backfill) never trades.
+    A bar that closes more than a few seconds after it reached Kafka (a wrong clock) is refused
+    too while the check is on. IB's real-time bars arrive about a second after their
     close; 300 s leaves room for a congested link and none for yesterday. 0 disables the check,
     which live mode refuses.
     """

@@ -26,8 +26,11 @@ wait for the fill of an order that no longer exists and never decide again. The 
 drops an order when the kill switch cancels it from outside the worker.
 
 A live trader (not a replay's) also refuses history: a bar that closed more than
-`stream.max_bar_age_seconds` before Kafka took it, or that closes that long after, is a dead
-letter, whoever published it (a replay into the live topic, a backfill, a test tool). The age is
+`stream.max_bar_age_seconds` before Kafka took it is a dead letter, whoever published it (a
+replay into the live topic, a backfill, a test tool). So is a bar from the future, one that
+closes more than a clock's skew (`MAX_CLOCK_SKEW_SECONDS`) after Kafka took it: a feed publishes
+a bar once it closed, and taken as the market it would make every real bar behind it a
+duplicate or out of order until the clock caught up. The age is
 measured against the message's Kafka timestamp, not the clock at processing, because the input
 since the last snapshot is processed again after a crash, possibly minutes later, and must be
 decided exactly as the first time (orders already sent are only recognised if decided again).
@@ -84,6 +87,9 @@ RECENT_CLOSES = 1_000
 # 64-bit arithmetic or poison its rolling sums for good.
 LATEST_TS = 7_258_118_400 * NS_PER_SECOND  # 2200-01-01
 EARLIEST_TS = 10**18  # 2001-09-09: below it, epoch seconds or ms were sent as nanoseconds
+MAX_CLOCK_SKEW_SECONDS = 5
+"""How much earlier than a bar's close Kafka may stamp it: the feed's and the broker's clocks
+disagree by that much at most (NTP keeps them within a second)."""
 MAX_PRICE = 1e9
 MAX_VOLUME = 10**12
 
@@ -179,12 +185,17 @@ class Desk:
             return None
         now = time_ns() if published_ns is None else published_ns
         age = now - (bar.ts + self._source_ns)
-        if abs(age) <= self._max_age_ns:
+        if -MAX_CLOCK_SKEW_SECONDS * NS_PER_SECOND <= age <= self._max_age_ns:
             return None
+        if age < 0:
+            return (
+                f"bar age: the bar at {_when(bar)} closes {-age / NS_PER_SECOND:,.0f} s after it "
+                f"was published ({iso_utc(now)}): a bar from the future, not the market (a "
+                "wrong clock or time at the producer)"
+            )
         limit = self._max_age_ns // NS_PER_SECOND
-        when = "before" if age > 0 else "after"
         return (
-            f"bar age: the bar at {_when(bar)} closed {abs(age) / NS_PER_SECOND:,.0f} s {when} "
+            f"bar age: the bar at {_when(bar)} closed {age / NS_PER_SECOND:,.0f} s before "
             f"it was published ({iso_utc(now)}), beyond stream.max_bar_age_seconds = {limit}: a "
             "live worker trades no history (replay files with `scalper stream replay`)"
         )
