@@ -578,6 +578,11 @@ def test_a_live_bar_off_the_tick_grid_or_in_another_time_unit_is_a_dead_letter(
         assert pickle.dumps(replace(state, bars_offset=2)) == unchanged  # read, not used
     state, events = desk.step(state, next(inbound([minute(3, 5000.25)], 5)))
     assert state.last_ts == minute(3).ts and not events
+    (tmp_path / "live").mkdir()
+    live = Desk(settings_for(tmp_path / "live", max_bar_age_seconds=300))  # the age limit on
+    in_ms = published(minute(0)._replace(ts=minute(0).ts // 10**6), 0, minute(1).ts)
+    (letter,) = live.step(None, in_ms)[1]
+    assert "before 2001: epoch seconds or ms" in letter[2].decode()  # the cause, not its age
 
 
 def test_paper_trading_without_an_exchange_calendar_is_warned_and_the_calendar_reaches_it(

@@ -168,7 +168,8 @@ class Desk:
     # -- bars ------------------------------------------------------------------------------------
 
     def on_bar(self, state: TraderState, message: Inbound, bar: Bar, events: list[Event]) -> None:
-        why = self._too_old(bar, message.published_ns) or self._refusal(state, bar)
+        why = _wrong_unit(bar) or self._too_old(bar, message.published_ns)
+        why = why or self._refusal(state, bar)
         if why is not None:
             key = state.symbol.encode()
             where = (message.topic, message.partition, message.offset)
@@ -202,8 +203,6 @@ class Desk:
 
     def _refusal(self, state: TraderState, bar: Bar) -> str | None:
         """Why a well-formed bar must not be used, or None (the decoder checked its form)."""
-        if bar.ts < EARLIEST_TS:
-            return f"bar ts {bar.ts} is before 2001: epoch seconds or ms sent as nanoseconds?"
         if state.last_ts is not None and bar.ts <= state.last_ts:
             kind = "duplicate" if bar.ts == state.last_ts else "out of order"
             previous = iso_utc(state.last_ts)
@@ -437,6 +436,14 @@ class Desk:
         detail = f"approved parameters in force from session {session}"
         event_id = f"{state.symbol}-reload-{session}"
         events.append(self._risk(state.symbol, event_id, "reload_applied", detail))
+
+
+def _wrong_unit(bar: Bar) -> str | None:
+    """Why the bar's time is in another unit than ns, or None: checked before its age, which
+    would only say '54 years old' where the cause is a unit."""
+    if bar.ts < EARLIEST_TS:
+        return f"bar ts {bar.ts} is before 2001: epoch seconds or ms sent as nanoseconds?"
+    return None
 
 
 def _when(bar: Bar) -> str:
