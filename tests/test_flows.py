@@ -230,6 +230,25 @@ def test_the_eod_watchdog_flattens_and_alerts(ibkr_world: OpsWorld) -> None:
     assert len(ibkr_world.alerts()) == 1
 
 
+def test_the_eod_watchdog_and_session_open_alert_when_they_cannot_see_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder,
+) -> None:  # fmt: skip
+    """IB unreachable at the watch time: the positions may be open over the close, and the
+    failed run alone tells nobody (a red run in a UI nobody watches at 16:27): a critical alert
+    says so; likewise a session open that could not reconcile. (The procedures: the flows are
+    shells around them.)"""
+    broker = {"kind": "ibkr", "port": free_port(), "account": "${IB_ACCOUNT}"}
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, broker=broker)
+    with pytest.raises(ScalperError, match="connect"):
+        procedures.eod_check(Operations.load(str(world.config)))
+    with pytest.raises(ScalperError, match="connect"):  # the same at session open
+        procedures.session_open(Operations.load(str(world.config)))
+    eod, session = world.alerts()
+    assert "EOD watchdog could NOT check the positions" in eod and "act now" in eod
+    assert "could NOT reconcile with the ibkr broker" in session
+
+
 def test_the_eod_watchdog_watches_an_early_close_before_the_market_closes(
     ibkr_world: OpsWorld,
 ) -> None:

@@ -119,7 +119,15 @@ class SessionOpen:
 
 def session_open(ops: Operations, now_ns: int | None = None) -> SessionOpen:
     session = ops.session_date(now_ns)
-    snapshot = ops.broker().snapshot()
+    try:
+        snapshot = ops.broker().snapshot()
+    except (ScalperError, OSError) as exc:  # a failed run alone tells nobody
+        ops.alerter.send(
+            f"Session open {session}: could NOT reconcile with the {ops.cfg.broker.kind} broker "
+            f"({exc}); the approved parameters are not loaded; act before the session trades",
+            "critical",
+        )
+        raise
     with ops.ledger() as ledger:
         mismatches = reconcile(snapshot, ledger, ops.symbols)
         action = _handle_mismatches(ops, ledger, mismatches, session)
@@ -265,10 +273,18 @@ def eod_check(ops: Operations, scheduled_at: time | None = None) -> Flattening:
     if scheduled_at is not None and scheduled_at != eod_watch_at(ops.cfg, session):
         return Flattening({}, due=False)
     view = ops.broker()
-    before = view.snapshot()
-    if before.flat:
-        return Flattening({})
-    after = view.flatten(ops.symbols, everything=True, timeout=KILL_WAIT)
+    try:
+        before = view.snapshot()
+        if before.flat:
+            return Flattening({})
+        after = view.flatten(ops.symbols, everything=True, timeout=KILL_WAIT)
+    except (ScalperError, OSError) as exc:  # a failed run alone tells nobody
+        ops.alerter.send(
+            f"EOD watchdog could NOT check the positions at the {ops.cfg.broker.kind} broker "
+            f"({exc}): they may stay open over the close; act now",
+            "critical",
+        )
+        raise
     flattening = Flattening(before.positions, after.positions)
     ops.alerter.send(
         f"EOD watchdog: {_positions(before.positions)} still open after "
