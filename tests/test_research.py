@@ -735,6 +735,8 @@ def test_cli_reads_stored_sessions_and_writes_to_out(
         (("--symbol", "MES", "--start", "2024-01-05", "--end", "2024-01-02"), "is after --end"),
         (("--symbol", "MES", "--start", "2024-01-02"), "give both --start and --end"),
         (("--data", "x.csv", "--end", "2024-01-02"), "use them with --symbol"),
+        # ES's bars judged with the default MES point value ($5, not $50) and MES's risk rules
+        (("--symbol", "es"), "--symbol ES: the configuration trades MES (instrument.symbol)"),
     ],
 )
 def test_cli_mistakes_are_one_line_errors(

@@ -78,6 +78,13 @@ def _inputs(args: argparse.Namespace, *windows: str) -> tuple[Config, pl.DataFra
         symbol = bars.get_column("symbol")[0] if "symbol" in bars.columns else None
         return cfg, bars, symbol or cfg.instrument.symbol
     refuse_bar_file_options(args, "they say how to read a --data file, not the store")
+    if args.symbol != cfg.instrument.symbol:  # its point value, costs and risk rules decide
+        raise ScalperError(
+            f"--symbol {args.symbol}: the configuration trades {cfg.instrument.symbol} "
+            f"(instrument.symbol): {args.symbol}'s bars would be researched, and their sets "
+            f"judged, with {cfg.instrument.symbol}'s point value and risk rules; give a "
+            f"configuration for {args.symbol}"
+        )
     if (args.start is None) != (args.end is None):
         raise ScalperError("give both --start and --end, or neither (the configured window)")
     read = continuous_reader(args.symbol, cfg)
