@@ -330,6 +330,29 @@ def to_bar_starts(bars: pl.DataFrame, stamped: Stamped | None, source: str) -> p
     return bars.with_columns(pl.col("ts") - votes.bar_ns)
 
 
+def unconfirmed_starts_warning(
+    bars: pl.DataFrame, stamped: Stamped | None, source: str
+) -> str | None:
+    """One line when `bars`, read as bar starts by default (`stamped` None), show no sign of
+    being starts (`to_bar_starts`' votes: none, or not clearly), else None.
+
+    A file without a trading pause (one day cut anywhere, a stretch of a session) cannot be
+    told from an end-stamped one, and refusing it would refuse good files; taken silently, an
+    end-stamped one would trade every bar a bar before it closed. So the user hears it."""
+    if stamped is not None:
+        return None
+    votes = _stamp_votes(bars.get_column("ts").unique().sort())
+    if votes.bar_ns is None or votes.bar_ns % _NS_PER_DAY == 0 or votes.clearly("start"):
+        return None
+    edges = votes.start + votes.end
+    return (
+        f"{source}: nothing shows whether the times are bar starts or bar ends ({edges} "
+        f"bar{'' if edges == 1 else 's'} at a trading pause to tell by); read as starts, and if "
+        "they are ends every bar is used a bar before it closed: say which with --stamped "
+        "start|end (data.stamped)"
+    )
+
+
 def _stamp_votes(times: pl.Series) -> _StampVotes:
     """The votes of `times` (distinct, ascending), and the bar length (the smallest step)."""
     steps = times.diff().drop_nulls()

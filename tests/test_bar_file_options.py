@@ -135,3 +135,25 @@ def test_time_stamp_options_without_a_file_are_an_error(
     assert "--stamped: they say how to read a --data file, not the store" in error
     error = one_line_error(["validate", "--symbol", "ES", "--ts-unit", "ms"], capsys)
     assert "--ts-unit: they say how to read a --file, not the store" in error
+
+
+@pytest.mark.parametrize("name", ["backtest", "data import", "validate"])
+def test_times_nothing_confirms_as_bar_starts_are_a_warning_until_declared(
+    name: str, tmp_path: Path, start_stamped: pl.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stretch of one session without a trading pause (cut at minute 37) cannot be told
+    from its end-stamped twin, which read as starts trades every bar a bar early: before, both
+    were taken without a word; refusing them would refuse good files. The user hears it."""
+    hours = pl.from_epoch("ts", time_unit="ns").dt.hour()
+    first = start_stamped.filter(hours == 13).get_column("ts")[37]
+    stretch = start_stamped.filter(pl.col("ts").is_between(first, first + 300 * MINUTE))
+    data = tmp_path / "stretch.csv"
+    write_bars(stretch.with_columns(pl.col("ts") + MINUTE), data)  # stamped at the bar ends
+    main(command(name, data))
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "bar starts" in line]
+    assert warning.startswith(f"warning: {data}: nothing shows whether the times are bar starts")
+    assert "say which with --stamped start|end" in warning
+    main(command(name, data, "--stamped", "start"))  # declared: the user's word
+    assert "bar starts" not in capsys.readouterr().err
+    main(command(name, ES_FRONT))  # a file with its trading pauses tells by itself
+    assert "bar starts" not in capsys.readouterr().err

@@ -41,7 +41,7 @@ from kafka.errors import KafkaError
 
 from scalper import paths
 from scalper.backtest import trades_from_records, write_trades_csv
-from scalper.bars import BarFileSpec, off_tick_warning, read_bars
+from scalper.bars import BarFileSpec, off_tick_warning, read_bars, unconfirmed_starts_warning
 from scalper.config import load_config
 from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker
@@ -123,7 +123,11 @@ def replay(
     worker dead-letters such bars, so the replay would quietly trade on what is left.
     """
     cfg = load_config(config)
-    bars = read_bars(data, spec or BarFileSpec.configured(cfg.data))
+    spec = spec or BarFileSpec.configured(cfg.data)
+    bars = read_bars(data, spec)
+    unconfirmed = unconfirmed_starts_warning(bars, spec.stamped, str(data))
+    if unconfirmed is not None:
+        print(f"warning: {unconfirmed}", file=sys.stderr)
     off_tick = off_tick_warning(bars, cfg.instrument.tick_size, str(data))
     if off_tick is not None:
         raise ScalperError(f"{off_tick}; the live worker refuses such bars")
