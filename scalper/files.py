@@ -74,6 +74,8 @@ def check_output_file(path: str | Path, option: str) -> Path:
     folder. An existing file is replaced: an output named on the command line is what the
     command makes, and its writer (`atomic_write`) never leaves a half-written file.
     """
+    if not str(path).strip():  # `--trades-out "$UNSET"`: not "no output", which would be silent
+        raise ScalperError(f"{option}: an empty path; name a file")
     if str(path) == "-":  # not standard output here: the summary is printed there
         raise ScalperError(f"{option} -: name a file (standard output carries the summary)")
     path = Path(path).expanduser()

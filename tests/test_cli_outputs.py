@@ -121,6 +121,15 @@ def test_trades_out_through_a_symlink_keeps_the_link_and_a_readable_file(tmp_pat
     assert stat.S_IMODE(target.stat().st_mode) == 0o644  # not mkstemp's private 0600
 
 
+@pytest.mark.parametrize("command", [BACKTEST, ("stream", "replay")])
+def test_an_empty_trades_out_is_refused_not_silently_no_output(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """`--trades-out "$OUT"` with OUT unset: the run must not finish without the file asked for."""
+    proc = run(*command, "--data", BARS, "--trades-out", "", home=tmp_path)
+    assert_one_line_error(proc, "--trades-out: an empty path; name a file")
+
+
 def test_trades_out_dash_is_refused_not_a_file_named_dash(tmp_path: Path) -> None:
     proc = subprocess.run(
         [SCALPER, *BACKTEST, "--data", BARS, "--trades-out", "-"],

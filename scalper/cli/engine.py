@@ -37,11 +37,13 @@ def _backtest(args: argparse.Namespace) -> int:
     from scalper.config import load_config
     from scalper.files import check_output_file
 
-    trades_out = args.trades_out and check_output_file(args.trades_out, "--trades-out")
+    trades_out = None
+    if args.trades_out is not None:
+        trades_out = check_output_file(args.trades_out, "--trades-out")
     cfg = load_config(args.config)
     _warn(cfg)
     result = run_backtest(read_bar_file(args.data, args, cfg), cfg)
-    if trades_out:
+    if trades_out is not None:
         result.write_trades_csv(trades_out)
     if args.json:
         print(json.dumps({"metrics": result.metrics_json(), "trades": result.metrics["trades"]}))

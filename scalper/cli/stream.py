@@ -65,7 +65,7 @@ def _replay(args: argparse.Namespace) -> int:
     from scalper.files import check_output_file
     from scalper.live.replay import replay
 
-    if args.trades_out:  # before a session is replayed end to end
+    if args.trades_out is not None:  # before a session is replayed end to end
         check_output_file(args.trades_out, "--trades-out")
     spec = bar_file_spec(args, load_config(args.config).data)
     # A stop (SIGTERM) ends it like Ctrl-C: its worker stopped, its topics deleted.
