@@ -403,9 +403,12 @@ def _minute_of(when: time) -> int:
 
 
 def _new_york(ns: int | None) -> str:
+    """`ns` as New York time to the minute, or to the second when it is not on one (a 5-second
+    bar at 18:00:05 is not one at 18:00)."""
     if ns is None:
         return "?"
-    return datetime.fromtimestamp(ns / _NS_PER_SECOND, _NEW_YORK).strftime("%Y-%m-%d %H:%M")
+    shown = "%Y-%m-%d %H:%M" if ns % _NS_PER_MINUTE == 0 else "%Y-%m-%d %H:%M:%S"
+    return datetime.fromtimestamp(ns // _NS_PER_SECOND, _NEW_YORK).strftime(shown)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -502,6 +502,22 @@ def test_off_tick_prices_are_counted_in_one_line() -> None:
     assert not is_on_tick(5000.1, 0.25) and not is_on_tick(float("nan"), 0.25)
 
 
+def test_five_second_bars_stamped_at_their_end_are_refused_naming_the_second(
+    tmp_path: Path, es_front: pl.DataFrame
+) -> None:
+    """IB's real-time bars are 5 seconds: the example bar is named to the second, since a bar
+    at 18:00:05 'one bar late' read as 18:00 contradicts itself."""
+    first = es_front["ts"][0]  # the Sunday open; seven hours on, a quarter hour ends the file
+    minutes = es_front.filter(pl.col("ts") < first + 420 * MINUTE)
+    fives = minutes.with_columns(pl.int_ranges(0, 12).alias("k")).explode("k")
+    fives = fives.with_columns(pl.col("ts") + 5 * 10**9 * pl.col("k")).drop("k")
+    ends = tmp_path / "ends.csv"
+    write_bars(fives.with_columns(pl.col("ts") + 5 * 10**9), ends)
+    message = read_error(ends)
+    assert "look like bar ends" in message and "2013-10-06 18:00:05 New York" in message
+    assert read_bars(ends, BarFileSpec(stamped="end")).equals(fives)
+
+
 @pytest.mark.parametrize("minutes", [5, 15, 30])
 def test_longer_bars_stamped_at_their_end_are_refused_too(
     tmp_path: Path, es_front: pl.DataFrame, minutes: int
