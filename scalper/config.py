@@ -1280,6 +1280,8 @@ def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None
     """
     if path is None:
         return config_from_dict({}, env=env)
+    if not str(path).strip():  # `--config "$CFG"` unset: neither a file nor the defaults
+        raise ConfigError("configuration file: an empty path; name a YAML file")
     source = str(path)
     data = _read_yaml(Path(path), source)
     cfg = _anchored(config_from_dict({} if data is None else data, source=source, env=env), path)

@@ -130,6 +130,15 @@ def test_an_empty_trades_out_is_refused_not_silently_no_output(
     assert_one_line_error(proc, "--trades-out: an empty path; name a file")
 
 
+def test_an_empty_symbol_or_config_is_refused_not_the_default(tmp_path: Path) -> None:
+    """`--symbol "$SYM"` with SYM unset validated MES, the configured instrument, in its place."""
+    proc = run("validate", "--symbol", "", home=tmp_path)
+    assert proc.returncode == 2
+    assert "argument --symbol: an empty symbol" in proc.stderr.splitlines()[-1]
+    proc = run("backtest", "--config", " ", "--data", BARS, home=tmp_path)
+    assert_one_line_error(proc, "configuration file: an empty path")
+
+
 def test_trades_out_dash_is_refused_not_a_file_named_dash(tmp_path: Path) -> None:
     proc = subprocess.run(
         [SCALPER, *BACKTEST, "--data", BARS, "--trades-out", "-"],

@@ -51,6 +51,8 @@ def instrument_symbol(text: str) -> str:
     (`mes` -> `MES`), so stores, topics and ledgers are looked up under the right name."""
     from scalper.instruments import canonical_symbol
 
+    if not text.strip():  # `--symbol "$SYM"` unset: not the configured instrument in its place
+        raise argparse.ArgumentTypeError("an empty symbol; name an instrument, e.g. MES")
     return canonical_symbol(text)
 
 
