@@ -46,7 +46,7 @@ from scalper.kafka.topics import (
     ensure_topics,
     topic_specs,
 )
-from tests.shared import assert_one_line_error, run
+from tests.shared import SCALPER, assert_one_line_error, run
 
 MINUTE_NS = 60 * 1_000_000_000
 T0 = 1_717_000_000 * 1_000_000_000
@@ -379,6 +379,26 @@ def test_cli_up_status_down_and_a_warm_restart(tmp_path: Path) -> None:
     finally:
         run("kafka", "down", home=home)
     assert "was not running" in run("kafka", "down", home=home).stdout
+
+
+@pytest.mark.usefixtures("shared_jars")
+def test_two_first_starts_at_once_both_succeed_with_one_broker(tmp_path: Path) -> None:
+    """Two commands that start the data directory's broker at once (two replays, a replay and
+    `kafka up`): both formatted the storage and the second failed with a Java trace about the
+    cluster id. They take turns: one starts it, the other finds it running."""
+    port = free_port()
+    config = str(write_config(tmp_path / "config.yaml", port))
+    home = tmp_path / "home"
+    env = {**os.environ, "SCALPER_HOME": str(home)}
+    command = [SCALPER, "kafka", "up", "--config", config]
+    try:
+        ups = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)]
+        ups.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
+        outputs = [up.communicate(timeout=120)[0] for up in ups]
+        assert [up.returncode for up in ups] == [0, 0], outputs
+        assert sorted("already running" in out for out in outputs) == [False, True], outputs
+    finally:
+        run("kafka", "down", home=home)
 
 
 def test_up_on_a_taken_port_is_one_line(tmp_path: Path) -> None:

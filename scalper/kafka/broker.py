@@ -264,24 +264,27 @@ class KafkaBroker:
 
         Returns False, doing nothing, when this data directory's broker already runs. Ready
         means a client gets cluster metadata with this broker unfenced, so topics can be
-        created at once.
+        created at once. Starts of one data directory's broker take turns (two replays, or a
+        replay and `scalper kafka up`, at once): both formatting the storage broke the second.
         """
-        if self.status().running:
-            return False
-        _check_listenable(self.host, self.port)
-        fetch_jars(self.libs, progress)
-        java = _require("java", "Java 17 runs the Kafka broker")
-        self._write_config()
-        if not (self.data_dir / "meta.properties").exists():
-            progress("formatting the broker's storage (first start)")
-            self._format(java)
-        progress(f"starting the Kafka broker at {self.bootstrap}")
-        self._launch(java)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:  # a failed or interrupted start leaves no JVM behind
-            self.stop()
-            raise
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _locked(self.root / "start.lock"):
+            if self.status().running:
+                return False
+            _check_listenable(self.host, self.port)
+            fetch_jars(self.libs, progress)
+            java = _require("java", "Java 17 runs the Kafka broker")
+            self._write_config()
+            if not (self.data_dir / "meta.properties").exists():
+                progress("formatting the broker's storage (first start)")
+                self._format(java)
+            progress(f"starting the Kafka broker at {self.bootstrap}")
+            self._launch(java)
+            try:
+                self._wait_ready(timeout)
+            except BaseException:  # a failed or interrupted start leaves no JVM behind
+                self.stop()
+                raise
         return True
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:

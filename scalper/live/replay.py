@@ -278,8 +278,9 @@ def _kafka(bootstrap: str) -> Iterator[None]:
     answering): stopping it would leave them without bars."""
     broker = None
     if not _answers(bootstrap):
-        broker = KafkaBroker.for_bootstrap(bootstrap)
-        broker.start(progress=lambda message: print(f"{message} ...", file=sys.stderr, flush=True))
+        local = KafkaBroker.for_bootstrap(bootstrap)
+        if local.start(progress=_starting):  # not when another start got there first
+            broker = local
     try:
         with contextlib.suppress(KafkaError):  # housekeeping must not stop the replay
             _delete_abandoned_topics(bootstrap)
@@ -293,6 +294,10 @@ def _kafka(bootstrap: str) -> Iterator[None]:
             )
         elif broker is not None:
             broker.stop()
+
+
+def _starting(message: str) -> None:
+    print(f"{message} ...", file=sys.stderr, flush=True)
 
 
 def _running_workers() -> list[str]:
