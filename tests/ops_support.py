@@ -21,6 +21,7 @@ from scalper.kafka.broker import KafkaBroker
 from scalper.kafka.clients import read_topic
 from scalper.kafka.messages import Control, decode_control
 from scalper.kafka.topics import CONTROL, ensure_topics
+from scalper.ledger import Ledger
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
 
@@ -94,9 +95,11 @@ def make_world(
     gateway: FakeGateway | None = None,
     **sections: dict,
 ) -> OpsWorld:
-    """A fresh data directory (SCALPER_HOME) with a configuration; IBKR when `gateway`."""
+    """A fresh data directory (SCALPER_HOME) with a configuration and the worker's ledger,
+    empty, as a worker that has run leaves it (the operations never create one); IBKR when
+    `gateway`."""
     home = tmp_path / "home"
-    home.mkdir()
+    Ledger(home / "stream" / "ledger.sqlite").close()
     monkeypatch.setenv("SCALPER_HOME", str(home))
     if gateway is not None:
         broker = {"kind": "ibkr", "port": gateway.port, "client_id": CLIENT_ID,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -49,7 +50,7 @@ from scalper.live.worker import running_workers
 from scalper.ops import procedures
 from scalper.ops.context import Operations
 from scalper.ops.prefect import api_url, server_answers, start_server, stop_process
-from scalper.ops.summary import session_window
+from scalper.ops.summary import daily_summary, session_window
 from scalper.ops.supervisor import supervised_workers
 from scalper.store import mark_partition, stage_root, write_bars_partitioned
 from tests import ops_support
@@ -247,6 +248,25 @@ def test_the_eod_watchdog_and_session_open_alert_when_they_cannot_see_the_broker
     eod, session = world.alerts()
     assert "EOD watchdog could NOT check the positions" in eod and "act now" in eod
     assert "could NOT reconcile with the ibkr broker" in session
+
+
+def test_no_operation_reports_on_a_data_directory_no_worker_ran_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder,
+) -> None:  # fmt: skip
+    """Flows pointed at a data directory that is not the worker's (no ledger there) made an
+    empty ledger and reported "P&L 0 over 0 trades", "no mismatches", "flat": a quiet day,
+    while the worker traded from another one. Each refuses now, names where it looked, and
+    creates nothing; session open and the EOD watchdog alert."""
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram)
+    shutil.rmtree(world.home / "stream")
+    ops = Operations.load(str(world.config))
+    for operation in (procedures.session_open, procedures.eod_check, daily_summary):
+        with pytest.raises(ScalperError, match=f"no ledger at {world.home}/stream/ledger.sqlite"):
+            operation(ops)
+    assert not (world.home / "stream").exists()
+    session, eod = world.alerts()
+    assert "could NOT reconcile" in session and "EOD watchdog could NOT check" in eod
 
 
 def test_the_eod_watchdog_watches_an_early_close_before_the_market_closes(

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 from scalper.alerts import Alerter, alerter_from_config
 from scalper.calendar import SessionClock
 from scalper.config import Config, load_config
+from scalper.errors import ScalperError
 from scalper.kafka.messages import ALL_SYMBOLS, Control, ControlCommand
 from scalper.ledger import Ledger
 from scalper.live.settings import LiveSettings, default_run_dir, symbol_params
+from scalper.paths import describe
 
 if TYPE_CHECKING:
     from scalper.ops.broker import BrokerView
@@ -54,9 +56,26 @@ class Operations:
     def symbols(self) -> tuple[str, ...]:
         return self.settings.symbols
 
+    def require_ledger(self) -> None:
+        """A `ScalperError` naming where it looked, unless the worker's ledger exists.
+
+        The operations never create it: without one no worker has run with this data
+        directory, and an empty ledger made here would report "position +0, P&L 0, flat" —
+        in `status`, the daily summary, session open and the EOD watchdog — for a worker that
+        trades from another data directory.
+        """
+        path = self.settings.ledger_path
+        if not path.is_file():
+            raise ScalperError(
+                f"no ledger at {path}: no stream worker has run with the data directory "
+                f"{describe()}; set SCALPER_HOME (or paths.home) to the worker's"
+            )
+
     @contextmanager
     def ledger(self) -> Iterator[Ledger]:
-        """The stream worker's ledger (a connection of our own, closed after the block)."""
+        """The stream worker's ledger (a connection of our own, closed after the block); never
+        created (`require_ledger`)."""
+        self.require_ledger()
         ledger = Ledger(self.settings.ledger_path)
         try:
             yield ledger

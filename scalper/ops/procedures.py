@@ -120,6 +120,7 @@ class SessionOpen:
 def session_open(ops: Operations, now_ns: int | None = None) -> SessionOpen:
     session = ops.session_date(now_ns)
     try:
+        ops.require_ledger()  # nothing to reconcile with: the data directory is not the worker's
         snapshot = ops.broker().snapshot()
     except (ScalperError, OSError) as exc:  # a failed run alone tells nobody
         ops.alerter.send(

@@ -14,11 +14,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scalper.errors import ScalperError
 from scalper.ops.context import Operations
 from scalper.ops.summary import build_summary
 from scalper.ops.supervisor import worker_health
-from scalper.paths import describe
 
 LAST_BAR_TIMEOUT_MS = 3_000
 _PAUSE_EVENTS = ("pause", "resume", "mismatch_halt")
@@ -41,12 +39,7 @@ def gather(ops: Operations) -> dict[str, Any]:
     worker may trade from another data directory. That is an error naming where it looked;
     status never creates the ledger (or any folder) it reads.
     """
-    ledger = ops.settings.ledger_path
-    if not ledger.is_file():
-        raise ScalperError(
-            f"no ledger at {ledger}: no stream worker has run with the data directory "
-            f"{describe()}; set SCALPER_HOME (or paths.home) to the worker's"
-        )
+    ops.require_ledger()
     summary = build_summary(ops, ops.session_date())
     with ops.ledger() as ledger:
         halts = {s: ledger.halt_reason(s) for s in ops.symbols}
