@@ -47,7 +47,12 @@ from quality.bars_suite import (
     schema_rules,
     with_helper_columns,
 )
-from scalper.calendar import ExchangeSchedule, exchange_schedule, with_session_columns
+from scalper.calendar import (
+    ExchangeSchedule,
+    exchange_schedule,
+    refuse_other_market,
+    with_session_columns,
+)
 from scalper.config import Config
 from scalper.instruments import spec
 from scalper.paths import subdir
@@ -169,6 +174,8 @@ def validate_frame(df: pl.DataFrame, *, symbol: str, cfg: Config, name: str) -> 
     of its bars can be checked.
     """
     started = time.perf_counter()
+    if symbol != cfg.instrument.symbol:  # the configuration's own: its warning was given at load
+        refuse_other_market(cfg.session.calendar, symbol)
     tick_size = spec(symbol).tick_size
     parameters = _parameters(cfg)
     # dtypes are column facts: an empty slice shows them without the nulls that would turn an

@@ -282,6 +282,18 @@ def calendar_mismatch(name: str, symbol: str) -> str | None:
     )
 
 
+def refuse_other_market(calendar: str | None, symbol: str) -> None:
+    """Raises when `calendar` (a configuration's, written for another instrument) is not
+    `symbol`'s: checking or simulating `symbol`'s bars by another market's holidays and early
+    closes would quarantine its real bars (6E trades on past the equity futures' 13:00 closes)
+    or simulate a market it is not."""
+    why = calendar_mismatch(calendar, symbol) if calendar else None
+    if why:
+        raise ScalperError(
+            f"{symbol}: session.calendar = {calendar!r} is {why}; use a configuration for {symbol}"
+        )
+
+
 @functools.cache
 def _market_calendar(name: str) -> Any:
     """The library's calendar object; built once per process (building one is slow)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from scalper.bars import BarFileSpec
-from scalper.calendar import exchange_schedule
+from scalper.calendar import exchange_schedule, refuse_other_market
 from scalper.config import Config
 from scalper.errors import ScalperError
 from scalper.importers import import_file
@@ -79,6 +79,8 @@ def simulate_market(
     - 1`, with the configuration's bar size, start price and seed (`seed` overrides it)."""
     data = cfg.data
     seed = data.seed if seed is None else seed
+    if symbol != cfg.instrument.symbol:  # the configuration's own: its warning was given at load
+        refuse_other_market(cfg.session.calendar, symbol)
     calendar = (cfg.session.calendar, tuple(cfg.session.early_closes.items()))
     return _simulated_market(
         symbol, start, days, seed, data.bar_seconds, data.start_price, calendar

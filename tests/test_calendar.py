@@ -181,3 +181,24 @@ def test_calendar_names_are_the_librarys_and_a_near_miss_gets_a_hint() -> None:
     assert "e.g. 'CME_Equity'" in (unknown_calendar("Nowhere Exchange") or "")
     with pytest.raises(ScalperError, match="unknown exchange calendar"):
         exchange_schedule("CME_Equty", {}, *THANKSGIVING_WEEK)
+
+
+def test_another_instruments_bars_are_not_checked_or_simulated_by_this_calendar() -> None:
+    """A configuration for MES with CME_Equity, used for 6E: validation set aside 155 real 6E
+    bars of January 2024 as "after the early close" (the FX futures trade on past the equity
+    futures' 13:00 on Martin Luther King Day), and the simulator made 6E an equity market."""
+    from quality.validate import validate_frame
+    from scalper.config import config_from_dict
+    from scalper.simulate import simulate_bars
+    from scalper.sources import simulate_market
+
+    cfg = config_from_dict({"session": {"calendar": "CME_Equity"}}, env={})
+    bars = simulate_bars(date(2024, 1, 15), 1, symbol="6E", start_price=1.1, tick_size=0.00005)
+    with pytest.raises(ScalperError, match=r"^6E: session.calendar = 'CME_Equity' is the calendar"):
+        validate_frame(bars, symbol="6E", cfg=cfg, name="6E")
+    with pytest.raises(ScalperError, match="use a configuration for 6E"):
+        simulate_market(cfg, "6E", date(2024, 1, 15), 1)
+    # the same product group, and a configuration without a calendar, are fine
+    assert simulate_market(cfg, "ES", date(2024, 1, 15), 1).height > 0
+    plain = config_from_dict({}, env={})
+    assert validate_frame(bars, symbol="6E", cfg=plain, name="6E").rows == bars.height
