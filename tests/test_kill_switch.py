@@ -8,6 +8,7 @@ an address nobody listens on; IB down is a closed port; the IB account is the fa
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -263,6 +264,17 @@ def test_kafka_down_kill_halts_and_closes_a_paper_position_through_the_ledger(
         assert worker_ledger.working_order(SYMBOL) is None
     finally:
         worker_ledger.close()
+
+
+def test_a_paper_kill_without_a_ledger_confirms_nothing(paper_world: OpsWorld) -> None:
+    """The paper exchange lives in the worker's ledger: with none in this data directory the
+    kill cannot see a position (a worker of another one may hold it), so it is not "flat"."""
+    shutil.rmtree(paper_world.home / "stream")
+    code, output = scalper(paper_world, "kill", "--all", "--reason", "wrong home")
+    assert code == 1, output
+    assert f"{SYMBOL}: NOT FLAT — NOT confirmed: no paper ledger at {paper_world.home}" in output
+    assert "stream: told (kill on control)" in output and "kill NOT confirmed" in output
+    assert not (paper_world.home / "stream").exists()
 
 
 def test_a_paper_kill_cancels_a_working_entry(paper_world: OpsWorld) -> None:

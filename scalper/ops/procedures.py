@@ -58,7 +58,7 @@ from scalper.kafka.messages import ALL_SYMBOLS, Control, ControlCommand
 from scalper.ledger import Ledger
 from scalper.ops.broker import is_flat, wait_flat
 from scalper.ops.context import Operations
-from scalper.paths import subdir, subdir_path
+from scalper.paths import describe, subdir, subdir_path
 
 KILL_WAIT = 30.0
 """Seconds the broker gets to show the positions flat once flattening was sent."""
@@ -442,7 +442,11 @@ def _flatten_for_kill(
     from scalper.live.worker import running_workers
 
     if ops.cfg.broker.kind == "paper" and not ops.settings.ledger_path.is_file():
-        return tuple(SymbolKill(s, True, "no paper ledger: nothing held") for s in symbols)
+        # the paper exchange is the worker's ledger: none here, nothing can be seen, and a
+        # worker of another data directory may hold a position (told through the stream only)
+        why = (f"NOT confirmed: no paper ledger at {ops.settings.ledger_path}: no worker has run "
+               f"with the data directory {describe()}")  # fmt: skip
+        return tuple(SymbolKill(s, False, why) for s in symbols)
     view = ops.broker()
     try:
         before = view.snapshot(symbols)
