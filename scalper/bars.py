@@ -258,6 +258,7 @@ _NEW_YORK = ZoneInfo(NEW_YORK)
 _NS_PER_MINUTE = 60 * _NS_PER_SECOND
 _NS_PER_DAY = 1440 * _NS_PER_MINUTE
 _PAUSE_GRID_NS = 15 * 60 * _NS_PER_SECOND
+_RESUME_AFTER_NS = 45 * _NS_PER_MINUTE  # a pause this long is the daily break or longer
 _CLEAR_VOTES = 2  # at least this many edges ...
 _CLEAR_RATIO = 3  # ... and this many times as many as the other way
 
@@ -350,6 +351,45 @@ def unconfirmed_starts_warning(
         f"bar{'' if edges == 1 else 's'} at a trading pause to tell by); read as starts, and if "
         "they are ends every bar is used a bar before it closed: say which with --stamped "
         "start|end (data.stamped)"
+    )
+
+
+def time_warnings(bars: pl.DataFrame, stamped: Stamped | None, source: str) -> list[str]:
+    """What may be wrong with the times of `bars` as read (bar starts) from a file that said
+    `stamped`: `unconfirmed_starts_warning` and `shifted_zone_warning`, one line each."""
+    found = (unconfirmed_starts_warning(bars, stamped, source), shifted_zone_warning(bars, source))
+    return [warning for warning in found if warning is not None]
+
+
+def shifted_zone_warning(bars: pl.DataFrame, source: str) -> str | None:
+    """One line when the trading days of `bars` (bar starts) open at a New York time a whole
+    number of hours from the Globex open (18:00 in every year), and never at it, else None.
+
+    That is the mark of times written in another zone without their offset (New York or
+    Chicago wall clock), which are read as UTC (SPEC §3): every bar lands hours away from its
+    session, and the entry window, the flatten and the daily counters act on the wrong bars.
+    Bar lengths and stamping do not move a session's first bar off the hour; a file of regular
+    trading hours (09:30) is not an hour off and casts no doubt."""
+    times = bars.get_column("ts").unique().sort()
+    resumes = times.filter(times.diff() >= _RESUME_AFTER_NS)
+    if resumes.len() < _CLEAR_VOTES:
+        return None
+    minutes = resumes.to_frame("ts").select(_new_york_minute(pl.col("ts"))).to_series()
+    opens = _minute_of(GLOBEX_SESSION_END)
+    if (minutes == opens).any():
+        return None
+    counted = minutes.drop_nulls().value_counts(sort=True)
+    if counted.height == 0:
+        return None
+    minute, count = counted.row(0)
+    hours = ((minute - opens) // 60 + 12) % 24 - 12
+    if count < _CLEAR_VOTES or (minute - opens) % 60 or hours == 0:
+        return None
+    return (
+        f"{source}: the trading days open at {minute // 60:02d}:{minute % 60:02d} New York here "
+        f"({count} times), the CME's at 18:00: are the times wall clock of a zone at "
+        f"UTC{hours:+03d}:00 written without the offset? Times without one are read as UTC; "
+        "write them in UTC or with their offset"
     )
 
 

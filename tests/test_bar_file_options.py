@@ -157,3 +157,23 @@ def test_times_nothing_confirms_as_bar_starts_are_a_warning_until_declared(
     assert "bar starts" not in capsys.readouterr().err
     main(command(name, ES_FRONT))  # a file with its trading pauses tells by itself
     assert "bar starts" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["backtest", "data import", "validate"])
+def test_times_of_another_zone_written_without_an_offset_are_a_warning(
+    name: str, tmp_path: Path, start_stamped: pl.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Chicago wall clock without an offset is read as UTC (SPEC §3): every bar five or six
+    hours early, the sessions wrong; a backtest of it traded without a word. The trading days
+    then open at 12:00 or 13:00 New York, never at the Globex open: the user hears it."""
+    chicago = pl.from_epoch("ts", time_unit="ns").dt.replace_time_zone("UTC")
+    chicago = chicago.dt.convert_time_zone("America/Chicago").dt.replace_time_zone(None)
+    data = tmp_path / "chicago.parquet"
+    start_stamped.with_columns(chicago.alias("ts")).write_parquet(data)
+    main(command(name, data))
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "zone" in line]
+    assert warning.startswith(f"warning: {data}: the trading days open at 1")
+    assert "New York here" in warning and "the CME's at 18:00" in warning
+    assert "are the times wall clock of a zone at UTC-0" in warning
+    main(command(name, ES_FRONT))  # in UTC: the days open at 18:00 New York
+    assert "zone" not in capsys.readouterr().err

@@ -95,26 +95,26 @@ def read_bar_file(path: str | Path, args: argparse.Namespace, cfg: Config) -> pl
     """A bars file as a backtest reads it: the times as the options (over `cfg.data`) say.
 
     Prices off the instrument's tick grid are a warning of one line with the count: no order
-    fills there, so the results are optimistic, but the data is not wrong as such. So are times
-    read as bar starts that nothing in the file confirms (`unconfirmed_starts_warning`).
+    fills there, so the results are optimistic, but the data is not wrong as such. So are
+    times that may be read wrong (`warn_about_times`).
     """
     from scalper.bars import off_tick_warning, read_bars
 
     spec = bar_file_spec(args, cfg.data)
     bars = read_bars(path, spec)
-    warn_unconfirmed_starts(bars, spec, path)
+    warn_about_times(bars, spec, path)
     warning = off_tick_warning(bars, cfg.instrument.tick_size, str(path))
     if warning is not None:
         print(f"warning: {warning}", file=sys.stderr)
     return bars
 
 
-def warn_unconfirmed_starts(bars: pl.DataFrame, spec: BarFileSpec, path: str | Path) -> None:
-    """Print the `unconfirmed_starts_warning` of bars read from `path` by `spec`, if any."""
-    from scalper.bars import unconfirmed_starts_warning
+def warn_about_times(bars: pl.DataFrame, spec: BarFileSpec, path: str | Path) -> None:
+    """Print what may be wrong with the times of bars read from `path` by `spec`: stamps that
+    nothing confirms as bar starts, times of another zone read as UTC (one line each)."""
+    from scalper.bars import time_warnings
 
-    warning = unconfirmed_starts_warning(bars, spec.stamped, str(path))
-    if warning is not None:
+    for warning in time_warnings(bars, spec.stamped, str(path)):
         print(f"warning: {warning}", file=sys.stderr)
 
 

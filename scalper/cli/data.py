@@ -104,7 +104,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from scalper.cli import bar_file_spec, warn_unconfirmed_starts
+    from scalper.cli import bar_file_spec, warn_about_times
     from scalper.config import load_config
     from scalper.importers import import_file
     from scalper.resample import resample
@@ -113,7 +113,7 @@ def _import(args: argparse.Namespace) -> int:
     symbol = args.symbol or cfg.instrument.symbol
     spec = bar_file_spec(args, cfg.data)
     bars = import_file(args.path, args.format or cfg.data.format, symbol, spec=spec)
-    warn_unconfirmed_starts(bars, spec, args.path)
+    warn_about_times(bars, spec, args.path)
     if args.bar_seconds:
         bars = resample(bars, args.bar_seconds)
     print(_stored("imported", bars, symbol, "file"))

@@ -64,10 +64,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _validate_file(path: Path, spec: BarFileSpec, symbol: str, cfg: Config, *, docs: bool) -> int:
     from quality import build_data_docs, validate_frame
     from scalper.bars import read_bars
-    from scalper.cli import warn_unconfirmed_starts
+    from scalper.cli import warn_about_times
 
     bars = read_bars(path, spec, bad_bars="keep")  # every wrong bar in the verdict, not the first
-    warn_unconfirmed_starts(bars, spec, path)
+    warn_about_times(bars, spec, path)
     result = validate_frame(bars, symbol=symbol, cfg=cfg, name=str(path))
     print(result.summary())
     if docs:

@@ -41,7 +41,7 @@ from kafka.errors import KafkaError
 
 from scalper import paths
 from scalper.backtest import trades_from_records, write_trades_csv
-from scalper.bars import BarFileSpec, off_tick_warning, read_bars, unconfirmed_starts_warning
+from scalper.bars import BarFileSpec, off_tick_warning, read_bars, time_warnings
 from scalper.config import load_config
 from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker
@@ -125,9 +125,8 @@ def replay(
     cfg = load_config(config)
     spec = spec or BarFileSpec.configured(cfg.data)
     bars = read_bars(data, spec)
-    unconfirmed = unconfirmed_starts_warning(bars, spec.stamped, str(data))
-    if unconfirmed is not None:
-        print(f"warning: {unconfirmed}", file=sys.stderr)
+    for warning in time_warnings(bars, spec.stamped, str(data)):
+        print(f"warning: {warning}", file=sys.stderr)
     off_tick = off_tick_warning(bars, cfg.instrument.tick_size, str(data))
     if off_tick is not None:
         raise ScalperError(f"{off_tick}; the live worker refuses such bars")
