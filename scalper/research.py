@@ -74,6 +74,8 @@ from scalper.continuous import read_continuous_bars
 from scalper.engine import backtest_columns, engine_params, sweep_columns
 from scalper.errors import DataError, ScalperError
 from scalper.files import atomic_write
+from scalper.instruments import canonical_symbol
+from scalper.live.settings import symbol_config
 from scalper.paths import subdir, subdir_path
 from scalper.progress import Progress
 from scalper.store import raw_source
@@ -762,7 +764,7 @@ def write_approved_params(
         f"Out-of-sample: {headline(wf.out_of_sample.metrics)}",
         "Configuration overrides: these strategy and risk settings replace the trader's.",
     ]
-    traded = with_point(cfg, verdict.params)  # what a worker trades with this file applied
+    traded = with_point(cfg, verdict.params)  # as researched: the contract facts it ran with
     provenance = approval_provenance(wf, traded, symbol, data_source, run_id)
     document = {PROVENANCE_KEY: provenance, **config_overrides(verdict.params)}
     body = yaml.safe_dump(document, sort_keys=False)
@@ -858,7 +860,9 @@ def load_approved_params(config_path: str | None, path: Path, *symbols: str) -> 
     the worker load, so neither can trade parameters approved on simulated data or for another
     symbol, nor under other trading settings than the result's.
 
-    The result's trading settings must be the ones the research validated (`config_hash`): a
+    The result's trading settings, as it trades the approved symbol (`symbol_config`: a worker
+    of several symbols trades each with its contract facts), must be the ones the research
+    validated (`config_hash`): a
     commission, a session time, a calendar, a risk limit changed in the configuration since the
     approval — or a value of the file edited by hand — means the walk-forward's verdict is not
     about what would be traded. Such a file is refused (the current parameters stay) until the
@@ -866,7 +870,8 @@ def load_approved_params(config_path: str | None, path: Path, *symbols: str) -> 
     """
     provenance = read_provenance(path, symbols)
     cfg = load_config_with_overrides(config_path, path)
-    if provenance.get("config_hash") != config_hash(cfg):
+    traded = symbol_config(cfg, canonical_symbol(str(provenance["symbol"])))
+    if provenance.get("config_hash") != config_hash(traded):
         settings = ", ".join(TRADING_SECTIONS)
         raise ScalperError(
             f"{path}: approved with other trading settings ({settings}) than "

@@ -619,6 +619,28 @@ def test_approved_params_are_refused_under_other_trading_settings(tmp_path: Path
         load_approved_params(None, path, "MES")
 
 
+def test_approved_params_of_another_symbol_are_checked_with_its_contract_facts(
+    tmp_path: Path,
+) -> None:
+    """A worker of MES and ES trades ES with ES's point value: an approval for ES researched
+    with ES's facts loads there; one researched on ES bars with MES's ($5 a point, a tenth of
+    ES's: every dollar limit judged ten times too loose) is refused."""
+    settings = {"research": SMALL_GRID, "risk": NO_BRAKES}
+    es = config_from_dict({**settings, "instrument": {"symbol": "ES", "point_value": 50.0}})
+    wf = walk_forward(reverting_bars(), es)
+    verdict = go_live_gate(wf, es)
+    assert verdict.passed, verdict.summary()
+    live = tmp_path / "live.yaml"
+    live.write_text(yaml.safe_dump({**settings, "stream": {"symbols": ["MES", "ES"]}}))
+    path = tmp_path / "approved_params.yaml"
+    write_approved_params(verdict, wf, es, path, symbol="ES", data_source="ibkr")
+    assert load_approved_params(str(live), path, "ES").instrument.symbol == "MES"
+    mes = config_from_dict(settings)  # MES's facts on ES's bars
+    write_approved_params(verdict, wf, mes, path, symbol="ES", data_source="ibkr")
+    with pytest.raises(ScalperError, match="approved with other trading settings"):
+        load_approved_params(str(live), path, "ES")
+
+
 def test_history_appends_one_row_per_run(home: Path) -> None:
     cfg, wf = simulated_walk_forward()
     run_ = ResearchRun("MES", walk_forward=wf, verdict=go_live_gate(wf, cfg))

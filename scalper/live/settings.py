@@ -37,14 +37,14 @@ def default_run_dir(*, create: bool = False) -> Path:
     return paths.subdir("stream") if create else paths.subdir_path("stream")
 
 
-def symbol_params(cfg: Config, symbol: str) -> dict[str, Any]:
-    """Engine parameters for `symbol`: the configuration with that instrument's contract facts.
+def symbol_config(cfg: Config, symbol: str) -> Config:
+    """The configuration as it trades `symbol`: with that instrument's contract facts.
 
     The configured instrument keeps its (validated) section; any other symbol must be in the
     instruments table, because a guessed point value would corrupt every P&L.
     """
     if symbol == cfg.instrument.symbol:
-        return engine_params(cfg)
+        return cfg
     spec = INSTRUMENTS.get(symbol)
     if spec is None:
         known = ", ".join(INSTRUMENTS)
@@ -54,7 +54,12 @@ def symbol_params(cfg: Config, symbol: str) -> dict[str, Any]:
     instrument = replace(
         cfg.instrument, symbol=symbol, tick_size=spec.tick_size, point_value=spec.point_value
     )
-    return engine_params(replace(cfg, instrument=instrument))
+    return replace(cfg, instrument=instrument)
+
+
+def symbol_params(cfg: Config, symbol: str) -> dict[str, Any]:
+    """Engine parameters for `symbol` (`symbol_config`)."""
+    return engine_params(symbol_config(cfg, symbol))
 
 
 @dataclass(frozen=True)
