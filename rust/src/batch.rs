@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::calendar::SessionClock;
-use crate::indicators::Indicator;
+use crate::indicators::{Atr, Indicator};
 use crate::machine::{step, Bar, BarContext, Book, Trade};
 use crate::metrics::{Metrics, MetricsAcc};
 use crate::params::Params;
@@ -166,6 +166,7 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
     cols.check()?;
     let mut clock = SessionClock::new(&p.timezone, p.session_end)?;
     let mut indicator = Indicator::for_rule(&p.rule);
+    let mut atr = p.decides_on_atr().then(|| Atr::new(p.atr_period));
     let mut rec = FullRecorder {
         acc: MetricsAcc::new(p.starting_capital),
         trades: Vec::new(),
@@ -180,6 +181,7 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
             session_day: clock.local(cols.ts[i]).session_day,
             close_seconds: clock.local(cols.ts[i] + p.bar_ns).seconds_of_day,
             indicator: indicator.update(cols.close[i]),
+            atr: atr.as_mut().map_or(f64::NAN, |a| a.update(cols.high[i], cols.low[i], cols.close[i])),
         },
         &mut rec,
     );
@@ -225,11 +227,17 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
         rules.dedup_by_key(|(k, _)| *k);
         let indicators: HashMap<(u8, usize), Vec<f64>> =
             rules.par_iter().map(|(key, rule)| (*key, Indicator::series(rule, cols.close))).collect();
+        let mut periods: Vec<usize> =
+            sets.iter().filter(|p| p.decides_on_atr()).map(|p| p.atr_period).collect();
+        periods.sort_unstable();
+        periods.dedup();
+        let atrs: HashMap<usize, Vec<f64>> = periods.par_iter().map(|&n| (n, atr_series(n, cols))).collect();
         Ok(sets
             .par_iter()
             .map(|p| {
                 let cal = &calendars[&p.calendar_key()];
                 let ind = &indicators[&p.rule.indicator_key()];
+                let atr: &[f64] = if p.decides_on_atr() { &atrs[&p.atr_period] } else { &[] };
                 let mut rec = MetricsOnly(MetricsAcc::new(p.starting_capital));
                 run(
                     p,
@@ -238,6 +246,7 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
                         session_day: cal.session_day[i],
                         close_seconds: cal.close_seconds[i],
                         indicator: ind[i],
+                        atr: atr.get(i).copied().unwrap_or(f64::NAN),
                     },
                     &mut rec,
                 );
@@ -245,4 +254,10 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
             })
             .collect())
     })
+}
+
+/// The ATR over the bar columns (what sweeps share between parameter sets).
+fn atr_series(period: usize, cols: &Columns) -> Vec<f64> {
+    let mut atr = Atr::new(period);
+    (0..cols.len()).map(|i| atr.update(cols.high[i], cols.low[i], cols.close[i])).collect()
 }
