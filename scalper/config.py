@@ -227,6 +227,11 @@ class RiskConfig(Section):
                 break
 
     @property
+    def max_contracts(self) -> int:
+        """The most contracts an entry can have: the top size tier's, else position_size."""
+        return max((tier[1] for tier in self.size_tiers), default=self.position_size)
+
+    @property
     def has_stop(self) -> bool:
         """Whether every entry gets a protective stop, in ticks, in ATRs or trailing."""
         return bool(self.stop_loss_ticks or self.stop_atr or self.trail_ticks)
@@ -1111,7 +1116,7 @@ def _stop_beyond_daily_limit(cfg: Config) -> Iterator[_Issue]:
     risk = cfg.risk
     if not (risk.has_stop and risk.daily_loss_limit):
         return
-    size = max((tier[1] for tier in risk.size_tiers), default=risk.position_size)
+    size = risk.max_contracts
     tick_value = cfg.instrument.tick_size * cfg.instrument.point_value
     key, value = (
         ("stop_loss_ticks", risk.stop_loss_ticks)

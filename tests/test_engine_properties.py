@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scalper.config import config_from_dict
-from scalper.engine import Engine, backtest_columns, engine_params, replay
+from scalper.engine import EXIT_REASONS, Engine, backtest_columns, engine_params, replay
 from tests.reference_engine import merge_params, run_reference
 from tests.strategies import Series, bar_series, make_series, overrides, scenario
 
@@ -34,7 +34,7 @@ def params_of(cfg_overrides: dict[str, Any]) -> dict[str, Any]:
 
 def batch_trades(series: Series, params: dict[str, Any]) -> list[dict[str, Any]]:
     raw = backtest_columns(series.columns, params)
-    reasons = ["signal", "stop", "target", "max_duration", "eod", "kill", "end_of_data"]
+    reasons = EXIT_REASONS
     return [
         {
             "entry_ts": int(raw["entry_ts"][i]),
@@ -81,15 +81,17 @@ def test_position_limits_halt_and_entry_window_hold_at_every_bar(case: Any) -> N
     series, cfg = case
     params = params_of(cfg)
     engine = Engine(params)
+    tiers = params["size_tiers"]
+    most = max(q for _, q in tiers) if tiers else params["position_size"]
     for i in range(len(series)):
         halted_before = engine.state()["halted"]
         order = engine.on_bar(*series.bar(i))
         state = engine.state()
-        assert abs(state["position"]) <= params["position_size"]
+        assert abs(state["position"]) <= most
         if order is not None and order["kind"] == "entry":
             assert not halted_before and not state["halted"]
             assert params["entry_start"] <= local_seconds(order["decided_ts"]) < params["entry_end"]
-            assert order["qty"] == params["position_size"]
+            assert 1 <= order["qty"] <= most
 
 
 @PROPERTY
@@ -165,6 +167,12 @@ def test_sweep_equals_one_backtest_per_parameter_set(series: Series) -> None:
         for ez in (1.3, 2.1)
         for xz in (0.0, 0.6)
         for sl in (0, 6)
+    ] + [  # SPEC §4.9: the ATR series is shared between sets of one window
+        {"stop_atr": sa, "atr_period": n, "trail_ticks": tt, "max_risk_per_trade": mr}
+        for sa in (0.7, 1.9)
+        for n in (5, 14)
+        for tt in (0, 8)
+        for mr in (0.0, 7.5)
     ]
     base = params_of({"strategy": {"bar_seconds": series.bar_seconds}})
     sets = [{**base, **g} for g in grid] + [{**base, "strategy": "rsi", "period": 9}]
