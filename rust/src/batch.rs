@@ -166,7 +166,7 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
     cols.check()?;
     let mut clock = SessionClock::new(&p.timezone, p.session_end)?;
     let mut indicator = Indicator::for_rule(&p.rule);
-    let mut atr = p.decides_on_atr().then(|| Atr::new(p.atr_period));
+    let mut atr = p.reads_atr().then(|| Atr::new(p.atr_period));
     let mut rec = FullRecorder {
         acc: MetricsAcc::new(p.starting_capital),
         trades: Vec::new(),
@@ -227,8 +227,7 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
         rules.dedup_by_key(|(k, _)| *k);
         let indicators: HashMap<(u8, usize), Vec<f64>> =
             rules.par_iter().map(|(key, rule)| (*key, Indicator::series(rule, cols.close))).collect();
-        let mut periods: Vec<usize> =
-            sets.iter().filter(|p| p.decides_on_atr()).map(|p| p.atr_period).collect();
+        let mut periods: Vec<usize> = sets.iter().filter(|p| p.reads_atr()).map(|p| p.atr_period).collect();
         periods.sort_unstable();
         periods.dedup();
         let atrs: HashMap<usize, Vec<f64>> = periods.par_iter().map(|&n| (n, atr_series(n, cols))).collect();
@@ -237,7 +236,7 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
             .map(|p| {
                 let cal = &calendars[&p.calendar_key()];
                 let ind = &indicators[&p.rule.indicator_key()];
-                let atr: &[f64] = if p.decides_on_atr() { &atrs[&p.atr_period] } else { &[] };
+                let atr: &[f64] = if p.reads_atr() { &atrs[&p.atr_period] } else { &[] };
                 let mut rec = MetricsOnly(MetricsAcc::new(p.starting_capital));
                 run(
                     p,

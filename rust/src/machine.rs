@@ -65,7 +65,7 @@ pub struct BarContext {
     pub close_seconds: i32,
     /// Indicator value after this bar's close (NaN while undefined).
     pub indicator: f64,
-    /// The ATR at this bar (NaN while undefined, or when no decision reads it).
+    /// The ATR at this bar (NaN while undefined, or when nothing reads it).
     pub atr: f64,
 }
 
@@ -309,7 +309,7 @@ pub fn step(
     mut on_fill: impl FnMut(&Fill, Option<Trade>),
 ) -> Option<Order> {
     book.roll(p, at.session_day);
-    sim.on_bar(p, bar, |fill| {
+    sim.on_bar(p, bar, at.atr, |fill| {
         let trade = book.apply_fill(p, &fill);
         on_fill(&fill, trade);
     });
@@ -331,7 +331,7 @@ pub struct Engine {
     #[serde(skip, default)]
     clock: Option<SessionClock>,
     indicator: Indicator,
-    /// The ATR the decisions read (SPEC §4.9), kept only when they read it.
+    /// The ATR of SPEC §4.9, kept only when decisions or the simulated slippage read it.
     atr: Option<Atr>,
     pub book: Book,
     /// `Some` when the engine fills its own orders (backtest semantics, paper trading).
@@ -352,7 +352,7 @@ impl Engine {
         let clock = SessionClock::new(&params.timezone, params.session_end)?;
         Ok(Engine {
             indicator: Indicator::for_rule(&params.rule),
-            atr: params.decides_on_atr().then(|| Atr::new(params.atr_period)),
+            atr: params.reads_atr().then(|| Atr::new(params.atr_period)),
             clock: Some(clock),
             params,
             book: Book::default(),
@@ -461,10 +461,7 @@ impl Engine {
             self.book.times = params.session_times(day); // the running session's, by the new rules
         }
         let same_atr = self.atr.as_ref().filter(|a| a.period() == params.atr_period).cloned();
-        self.atr = params.decides_on_atr().then(|| same_atr.unwrap_or_else(|| Atr::new(params.atr_period)));
-        if let Some(sim) = self.sim.as_mut() {
-            sim.reset_atr(params.atr_period);
-        }
+        self.atr = params.reads_atr().then(|| same_atr.unwrap_or_else(|| Atr::new(params.atr_period)));
         self.clock = Some(clock);
         self.indicator = indicator;
         self.params = params;
@@ -549,5 +546,76 @@ mod tests {
         assert_eq!(restored.params.early_closes, vec![(EARLY, 13 * H)]);
         engine.reload(Params::default(), &[]).unwrap(); // new rules without the early close
         assert_eq!(engine.book.times, Params::default().session_times(EARLY));
+    }
+
+    fn sized(p: &Params, cumulative_pnl: f64, close_seconds: i32, atr: f64) -> (Option<Order>, Book) {
+        let mut book = Book { cumulative_pnl, ..Book::default() };
+        book.roll(p, 0);
+        let order = book.decide(p, 0, close_seconds, 0, -9.0, atr); // z = −9: a long entry
+        (order, book)
+    }
+
+    /// §4.9 sizing: tier, then `reduce_size_at` (3 × 0.7 floors to 2), then the risk cap, which
+    /// reads the initial stop distance (here 12 ticks = $15 a contract: 45 / 15 = 3 exactly).
+    #[test]
+    fn size_is_the_tier_reduced_late_then_capped_by_the_risk_of_the_stop() {
+        let p = Params {
+            size_tiers: vec![(0.0, 1), (1040.0, 2), (1200.0, 4)],
+            max_risk_per_trade: 45.0,
+            stop_loss_ticks: 12,
+            reduce_size_at: Some(14 * H),
+            reduce_size_factor: 0.7,
+            daily_loss_limit: 0.0,
+            ..Params::default()
+        };
+        let morning = 10 * H;
+        assert_eq!(sized(&p, 0.0, morning, f64::NAN).0.unwrap().qty, 1);
+        assert_eq!(sized(&p, 40.0, morning, f64::NAN).0.unwrap().qty, 2);
+        assert_eq!(sized(&p, 300.0, morning, f64::NAN).0.unwrap().qty, 3, "4 capped to 3");
+        assert_eq!(sized(&p, 300.0, 14 * H, f64::NAN).0.unwrap().qty, 2, "floor(4 × 0.7)");
+        let (order, book) = sized(&p, 0.0, 14 * H, f64::NAN); // floor(1 × 0.7) = 0
+        assert_eq!((order, book.refused_size), (None, 1));
+        let below = Params { size_tiers: vec![(1001.0, 1)], ..p.clone() };
+        assert_eq!(sized(&below, 0.0, morning, f64::NAN).1.refused_size, 1);
+    }
+
+    /// §4.9: ATR distances are fixed at the decision (ceil, at least 1 tick) and carried by the
+    /// order; an undefined ATR refuses the entry (`atr`), after every check of §4's gate.
+    #[test]
+    fn atr_distances_ride_on_the_order_and_an_undefined_atr_refuses() {
+        let p = Params { stop_atr: 1.5, target_atr: 2.0, daily_loss_limit: 0.0, ..Params::default() };
+        let (order, _) = sized(&p, 0.0, 10 * H, 2.1); // 12.6 → 13 ticks, 16.8 → 17
+        let order = order.unwrap();
+        assert_eq!((order.stop_ticks, order.target_ticks), (13, 17));
+        let (order, book) = sized(&p, 0.0, 10 * H, f64::NAN);
+        assert_eq!((order, book.refused_atr), (None, 1));
+        let (_, closed) = sized(&p, 0.0, 8 * H, f64::NAN); // outside the entry window
+        assert_eq!(closed.refused_atr, 0, "the gate of §4 refused first");
+    }
+
+    /// The trailing state survives a snapshot, and the ATR with it (SPEC §4.9).
+    #[test]
+    fn snapshot_carries_the_atr_and_the_trailing_stop() {
+        let p = Params {
+            trail_ticks: 4,
+            atr_period: 2,
+            adaptive_slippage: true,
+            high_vol_atr: 1.0,
+            ..Params::default()
+        };
+        let mut engine = Engine::new(p, true).unwrap();
+        let entry = Order { action: 1, qty: 1, kind: OrderKind::Entry, stop_ticks: 0, target_ticks: 0 };
+        engine.sim.as_mut().unwrap().submit(entry);
+        for (i, close) in [100.0, 102.0, 104.0].into_iter().enumerate() {
+            let ts = i as i64 * 60_000_000_000;
+            engine
+                .on_bar(Bar { ts, open: close, high: close + 1.0, low: close - 1.0, close, volume: 1 })
+                .unwrap();
+        }
+        assert_eq!(engine.book.side, 1);
+        let restored = Engine::restore(&engine.snapshot()).unwrap();
+        assert_eq!(restored.snapshot(), engine.snapshot());
+        assert_eq!(restored.sim.as_ref().unwrap().brackets(), (Some(104.0), None)); // 105 − 1
+        assert_eq!(restored.atr.as_ref().unwrap().value(), engine.atr.as_ref().unwrap().value());
     }
 }

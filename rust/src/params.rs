@@ -154,6 +154,12 @@ impl Params {
         self.adaptive_slippage && self.high_vol_atr > 0.0
     }
 
+    /// Whether anything reads the ATR (else it is never computed).
+    #[inline(always)]
+    pub fn reads_atr(&self) -> bool {
+        self.decides_on_atr() || self.slips_on_atr()
+    }
+
     /// A distance of `multiple` ATRs in whole ticks, rounded up, at least 1 (SPEC §4.9).
     #[inline(always)]
     pub fn atr_ticks(&self, multiple: f64, atr: f64) -> i64 {

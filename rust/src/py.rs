@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::batch::{self, Columns};
+use crate::indicators::Atr;
 use crate::machine::{Bar, Engine, Trade};
 use crate::metrics::Metrics;
 use crate::params::{Params, Rule, NS_PER_MIN, NS_PER_SEC};
@@ -589,13 +590,17 @@ const SIMULATOR_SNAPSHOT: [u8; 3] = *b"FS\x02";
 struct PyFillSimulator {
     params: Params,
     sim: FillSim,
+    /// The ATR adaptive slippage reads (SPEC §4.9), kept here as the engine keeps its own.
+    atr: Option<Atr>,
 }
 
 #[pymethods]
 impl PyFillSimulator {
     #[new]
     fn new(params: &Bound<'_, PyDict>) -> PyResult<Self> {
-        Ok(PyFillSimulator { params: params_from_dict(params)?, sim: FillSim::default() })
+        let params = params_from_dict(params)?;
+        let atr = params.slips_on_atr().then(|| Atr::new(params.atr_period));
+        Ok(PyFillSimulator { params, sim: FillSim::default(), atr })
     }
 
     /// Queues a market order for the next bar's open. An entry's stop and target distances in
@@ -653,8 +658,9 @@ impl PyFillSimulator {
             _ => (open, 0),
         };
         let bar = Bar { ts, open, high, low, close, volume };
+        let atr = self.atr.as_mut().map_or(f64::NAN, |a| a.update(high, low, close));
         let mut fills = Vec::new();
-        self.sim.on_bar(&self.params, &bar, |f| fills.push(f));
+        self.sim.on_bar(&self.params, &bar, atr, |f| fills.push(f));
         fills.iter().map(|f| fill_dict(py, f)).collect()
     }
 
@@ -680,8 +686,8 @@ impl PyFillSimulator {
 
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let mut bytes = SIMULATOR_SNAPSHOT.to_vec();
-        bytes
-            .extend(postcard::to_stdvec(&(&self.params, &self.sim)).map_err(|e| value_error(e.to_string()))?);
+        let state = (&self.params, &self.sim, &self.atr);
+        bytes.extend(postcard::to_stdvec(&state).map_err(|e| value_error(e.to_string()))?);
         Ok(PyBytes::new(py, &bytes))
     }
 
@@ -690,9 +696,9 @@ impl PyFillSimulator {
         let body = data.strip_prefix(SIMULATOR_SNAPSHOT.as_slice()).ok_or_else(|| {
             value_error("simulator snapshot of another version (expected the SPEC §4.9 format, v2)")
         })?;
-        let (params, sim): (Params, FillSim) = postcard::from_bytes(body)
+        let (params, sim, atr): (Params, FillSim, Option<Atr>) = postcard::from_bytes(body)
             .map_err(|e| value_error(format!("corrupt simulator snapshot: {e}")))?;
-        Ok(PyFillSimulator { params, sim })
+        Ok(PyFillSimulator { params, sim, atr })
     }
 
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<Reduced> {

@@ -7,7 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::indicators::Atr;
 use crate::machine::Bar;
 use crate::params::Params;
 
@@ -116,9 +115,8 @@ pub struct FillSim {
     extreme: f64,
     /// Slippage in price of the fills in the current bar.
     slip: f64,
-    /// Adaptive slippage only: the previous bar, and the ATR it needs.
+    /// Adaptive slippage only: the previous bar.
     previous: Option<PreviousBar>,
-    atr: Option<Atr>,
 }
 
 impl Default for FillSim {
@@ -134,7 +132,6 @@ impl Default for FillSim {
             extreme: f64::NAN,
             slip: 0.0,
             previous: None,
-            atr: None,
         }
     }
 }
@@ -165,10 +162,11 @@ impl FillSim {
 
     /// Steps 2 and 3 of SPEC §4 for a bar: the working market order fills at the open with
     /// slippage against us, then protective orders fill intrabar (stop before target); then the
-    /// trailing stop follows the bar (§4.9, step 4), working from the next bar.
+    /// trailing stop follows the bar (§4.9, step 4), working from the next bar. `atr` is the
+    /// ATR at this bar (NaN when undefined; read only by adaptive slippage, at the next bar).
     #[inline(always)]
-    pub fn on_bar(&mut self, p: &Params, bar: &Bar, mut emit: impl FnMut(Fill)) {
-        self.slip = self.bar_slippage(p, bar);
+    pub fn on_bar(&mut self, p: &Params, bar: &Bar, atr: f64, mut emit: impl FnMut(Fill)) {
+        self.slip = self.bar_slippage(p, bar, atr);
         if let Some(order) = self.pending.take() {
             let price = bar.open + f64::from(order.action) * self.slip;
             emit(self.execute(p, bar.ts, order, price));
@@ -186,7 +184,7 @@ impl FillSim {
     /// The slippage of the fills in this bar: `slippage_ticks`, plus with the adaptive model
     /// one tick after a thin previous bar and one after a wild one (SPEC §4.9).
     #[inline(always)]
-    fn bar_slippage(&mut self, p: &Params, bar: &Bar) -> f64 {
+    fn bar_slippage(&mut self, p: &Params, bar: &Bar, atr: f64) -> f64 {
         if !p.adaptive_slippage {
             return p.slippage();
         }
@@ -199,25 +197,8 @@ impl FillSim {
                 ticks += 1;
             }
         }
-        let atr = if p.slips_on_atr() {
-            let period = p.atr_period;
-            let atr = self.atr.get_or_insert_with(|| Atr::new(period));
-            atr.update(bar.high, bar.low, bar.close)
-        } else {
-            f64::NAN
-        };
         self.previous = Some(PreviousBar { volume: bar.volume, range: bar.high - bar.low, atr });
         ticks as f64 * p.tick_size
-    }
-
-    /// A new ATR window: the adaptive slippage's ATR starts again (a reload changed the period).
-    pub fn reset_atr(&mut self, period: usize) {
-        if self.atr.as_ref().is_some_and(|a| a.period() != period) {
-            self.atr = None;
-            if let Some(prev) = self.previous.as_mut() {
-                prev.atr = f64::NAN;
-            }
-        }
     }
 
     /// SPEC §4.9 trailing stop: the candidate `extreme ∓ trail_ticks` replaces the stop when
@@ -309,5 +290,79 @@ impl FillSim {
             None
         };
         hit.map(|(price, reason)| self.execute(p, ts, Order::exit(-self.side, self.qty, reason), price))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAN: f64 = f64::NAN;
+
+    fn bar(ts: i64, open: f64, high: f64, low: f64, close: f64, volume: i64) -> Bar {
+        Bar { ts, open, high, low, close, volume }
+    }
+
+    fn long_entry(stop_ticks: i64) -> Order {
+        Order { action: 1, qty: 1, kind: OrderKind::Entry, stop_ticks, target_ticks: 0 }
+    }
+
+    fn fills(sim: &mut FillSim, p: &Params, b: Bar, atr: f64) -> Vec<Fill> {
+        let mut out = Vec::new();
+        sim.on_bar(p, &b, atr, |f| out.push(f));
+        out
+    }
+
+    /// §4.9 "A stop set or moved this way works from the next bar": a stop moved on the entry bar
+    /// to a price that bar already crossed fills at the next bar, by the gap rule, as `trail`.
+    #[test]
+    fn a_trailing_stop_moved_on_the_entry_bar_works_from_the_next_bar() {
+        let p = Params { trail_ticks: 4, ..Params::default() }; // 1 point, slippage 1 tick
+        let mut sim = FillSim::default();
+        sim.submit(long_entry(0));
+        let entry = fills(&mut sim, &p, bar(0, 100.0, 103.0, 100.0, 101.0, 10), NAN);
+        assert_eq!(entry.len(), 1, "the stop at 102 (103 − 1) is not tested on the bar that set it");
+        assert_eq!(sim.brackets().0, Some(102.0));
+        let exit = fills(&mut sim, &p, bar(60, 101.5, 101.75, 101.0, 101.5, 10), NAN);
+        assert_eq!(exit[0].price, 101.25, "gapped through: the open minus the slippage");
+        assert_eq!(exit[0].kind, OrderKind::Exit(ExitReason::Trail));
+    }
+
+    /// §4.9 "at the initial stop it stays `stop`": a trail that never betters the initial stop
+    /// leaves it the initial one.
+    #[test]
+    fn a_trail_that_never_betters_the_initial_stop_exits_as_stop() {
+        let p = Params { trail_ticks: 40, slippage_ticks: 0, ..Params::default() };
+        let mut sim = FillSim::default();
+        sim.submit(long_entry(4)); // stop 99 below the 100 fill; the trail's candidate is 93
+        fills(&mut sim, &p, bar(0, 100.0, 103.0, 99.5, 100.0, 10), NAN);
+        assert_eq!(sim.brackets().0, Some(99.0));
+        let exit = fills(&mut sim, &p, bar(60, 100.0, 100.0, 98.0, 98.5, 10), NAN);
+        assert_eq!((exit[0].price, exit[0].kind), (99.0, OrderKind::Exit(ExitReason::Stop)));
+    }
+
+    /// §4.9 adaptive slippage reads bar k−1 (never the fill's own bar), nothing on the first bar
+    /// of the data; targets never slip; the end-of-data fill uses the last bar's k−1 too.
+    #[test]
+    fn adaptive_slippage_reads_the_previous_bar() {
+        let p = Params {
+            adaptive_slippage: true,
+            low_volume: 100,
+            high_vol_atr: 1.5,
+            slippage_ticks: 1,
+            ..Params::default()
+        };
+        let mut sim = FillSim::default();
+        sim.submit(long_entry(0));
+        // First bar of the data: thin and wild, but no bar before it: 1 tick.
+        let first = fills(&mut sim, &p, bar(0, 100.0, 104.0, 100.0, 103.0, 5), 1.0);
+        assert_eq!(first[0].price, 100.25);
+        // Bar 2: bar 1 was thin (5 < 100) and wild (4 ≥ 1.5 × 1.0): 3 ticks on the close-out.
+        fills(&mut sim, &p, bar(60, 103.0, 103.0, 103.0, 103.0, 500), NAN);
+        assert_eq!(sim.close_out(&p, 60, 103.0).unwrap().price, 102.25);
+        // Bar 3: bar 2 had volume and its ATR was undefined: 1 tick.
+        sim.submit(Order { action: -1, ..long_entry(0) });
+        let third = fills(&mut sim, &p, bar(120, 103.0, 103.0, 103.0, 103.0, 500), 1.0);
+        assert_eq!(third[0].price, 102.75);
     }
 }
