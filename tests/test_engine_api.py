@@ -403,3 +403,23 @@ def test_the_fill_simulator_trails_slips_adaptively_and_snapshots_all_of_it() ->
     assert [(f["price"], f["reason"]) for f in fills] == [(5001.25, "trail")]  # 5001.5 − 1 tick
     with pytest.raises(ValueError, match="another version"):
         FillSimulator.restore(sim.snapshot()[3:])
+
+
+@pytest.mark.parametrize(
+    ("case", "refused"),
+    [
+        ("12_trailing_stop", {"atr": 15, "size": 0}),  # while ATR(480) is undefined
+        ("14_reduce_size_late", {"atr": 0, "size": 145}),  # 1 contract x 0.5 after 14:00
+    ],
+)
+def test_a_backtest_counts_the_entries_refused_for_atr_and_size(
+    case: str, refused: dict[str, int]
+) -> None:
+    """The counts the conformance README states for these cases (SPEC §4.9 gate reasons)."""
+    folder = CONFORMANCE_RISK / case
+    bars = read_bars(folder.parent / (folder / "data").read_text().strip())
+    result = run_backtest(
+        bars, config_from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    )
+    assert result.gate_refusals == refused
+    assert "refused entries" in result.summary()

@@ -65,13 +65,14 @@ pub trait Recorder {
 }
 
 /// Runs SPEC §4 over all bars: no decision at the last bar, then the end-of-data close.
+/// Returns the final book (its account and the gate's refusal counts).
 #[inline(always)]
 pub fn run<R: Recorder>(
     p: &Params,
     cols: &Columns,
     mut context: impl FnMut(usize) -> BarContext,
     rec: &mut R,
-) {
+) -> Book {
     let n = cols.len();
     let mut book = Book::default();
     let mut sim = FillSim::default();
@@ -99,6 +100,7 @@ pub fn run<R: Recorder>(
         }
         rec.bar(p, &book, bar.close);
     }
+    book
 }
 
 /// Everything a single backtest returns.
@@ -109,6 +111,9 @@ pub struct BacktestOutput {
     pub session_days: Vec<i32>,
     pub session_pnl: Vec<f64>,
     pub metrics: Metrics,
+    /// Entries the risk gate refused for want of an ATR, and for a size of 0 (SPEC §4.9).
+    pub refused_atr: u64,
+    pub refused_size: u64,
 }
 
 struct FullRecorder {
@@ -174,7 +179,7 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
         session_days: Vec::new(),
         session_pnl: Vec::new(),
     };
-    run(
+    let book = run(
         p,
         cols,
         |i| BarContext {
@@ -191,6 +196,8 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
         equity: rec.equity,
         session_days: rec.session_days,
         session_pnl: rec.session_pnl,
+        refused_atr: book.refused_atr,
+        refused_size: book.refused_size,
     })
 }
 

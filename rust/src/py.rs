@@ -381,6 +381,10 @@ fn backtest<'py>(
     d.set_item("session_day", out.session_days.into_pyarray(py))?;
     d.set_item("session_pnl", out.session_pnl.into_pyarray(py))?;
     d.set_item("metrics", metrics_dict(py, &out.metrics)?)?;
+    let refused = PyDict::new(py);
+    refused.set_item("atr", out.refused_atr)?;
+    refused.set_item("size", out.refused_size)?;
+    d.set_item("gate_refusals", refused)?;
     Ok(d)
 }
 
