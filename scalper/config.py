@@ -1134,7 +1134,7 @@ def _stop_beyond_daily_limit(cfg: Config) -> Iterator[_Issue]:
     loss = min(losses) + 2 * cfg.costs.commission_per_side * size
     if loss > risk.daily_loss_limit:
         why = (
-            f"one stopped-out trade of {size} contract(s) can lose {loss:.2f} with commissions, "
+            f"one stopped-out trade of {size} contract(s) loses {loss:.2f} with commissions, "
             f"more than daily_loss_limit ({risk.daily_loss_limit:g})"
         )
         yield _Issue(f"risk.{key}", value, why)

@@ -723,7 +723,7 @@ def test_live_mode_without_max_risk_per_trade_warns() -> None:
 def test_an_atr_stop_whose_dollar_cap_exceeds_the_daily_limit_is_a_hazard() -> None:
     lines = problems_of(merged(LIVE, {"risk": {"stop_loss_ticks": 0, "stop_atr": 1.5}}))
     assert lines == (
-        "c.yaml: risk.stop_atr = 1.5: one stopped-out trade of 1 contract(s) can lose 50.84 with "
+        "c.yaml: risk.stop_atr = 1.5: one stopped-out trade of 1 contract(s) loses 50.84 with "
         "commissions, more than daily_loss_limit (50); refused in live mode",
     )
 
