@@ -1,7 +1,8 @@
 """Properties of the engine over random bar series and configurations (hypothesis).
 
 Parity: the batch backtest, the incremental engine and the incremental engine with an outside
-broker are one state machine, and all agree with the independent Python oracle. Invariants: the
+broker are one state machine, and all agree with the independent Python oracle (on drawn series,
+and with SPEC §4.9's rules on real minute bars). Invariants: the
 position never exceeds its size, no entry while halted or outside the entry window, flat after the
 flatten time, no look-ahead, and a snapshot restores the engine exactly.
 """
@@ -18,10 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scalper.bars import read_bars, to_engine_columns
 from scalper.config import config_from_dict
 from scalper.engine import EXIT_REASONS, Engine, backtest_columns, engine_params, replay
 from tests.reference_engine import merge_params, run_reference
-from tests.strategies import Series, bar_series, make_series, overrides, scenario
+from tests.shared import REAL_DATA
+from tests.strategies import Series, bar_series, make_series, overrides, risk_model, scenario
 
 PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NEW_YORK = ZoneInfo("America/New_York")
@@ -71,6 +74,32 @@ def test_engine_agrees_with_the_python_oracle(case: Any) -> None:
     series, cfg = case
     got = batch_trades(series, params_of(cfg))
     want = run_reference(series.ref_bars(), merge_params(cfg))
+    assert [[t[f] for f in FIELDS] for t in got] == [[t[f] for f in FIELDS] for t in want]
+    assert [t["pnl"] for t in got] == pytest.approx([t["pnl"] for t in want], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def real_es_minutes() -> Series:
+    """Real ES front-month minute bars (2013 and 2020), traded as MES (same tick)."""
+    return Series(to_engine_columns(read_bars(REAL_DATA / "es_front_1m_2013_2020.csv")), 60)
+
+
+@st.composite
+def risk_model_overrides(draw: st.DrawFn) -> dict[str, Any]:
+    """A configuration with SPEC §4.9's rules drawn on, and no account halt to end it early."""
+    cfg = draw(overrides(60))
+    risk_model(draw, cfg["risk"], cfg["costs"])
+    cfg["risk"].update(kill_switch_loss=0, min_account_balance=0)
+    return cfg
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cfg=risk_model_overrides())
+def test_engine_agrees_with_the_oracle_on_real_minute_bars(
+    real_es_minutes: Series, cfg: dict[str, Any]
+) -> None:
+    got = batch_trades(real_es_minutes, params_of(cfg))
+    want = run_reference(real_es_minutes.ref_bars(), merge_params(cfg))
     assert [[t[f] for f in FIELDS] for t in got] == [[t[f] for f in FIELDS] for t in want]
     assert [t["pnl"] for t in got] == pytest.approx([t["pnl"] for t in want], abs=1e-9)
 
