@@ -33,7 +33,8 @@ ALL_RISK_RULES = {
     "target_atr": 2.0,
     "atr_period": 14,
     "trail_ticks": 10,
-    "size_tiers": [[0, 1], [1040, 2], [1120, 3], [1200, 4]],
+    "starting_capital": 100_000.0,
+    "size_tiers": [[0, 1], [90_000, 2], [99_000, 3], [100_500, 4]],
     "max_risk_per_trade": 45.0,
     "reduce_size_at": 14 * 3600,
     "reduce_size_factor": 0.5,
@@ -46,8 +47,9 @@ ALL_RISK_RULES = {
     "min_account_balance": 0.0,
 }
 """SPEC §4.9 all on: ATR stop and target, trailing stop, size tiers, late reduction, risk cap and
-adaptive slippage (engine parameters, over the defaults). The account-level halts are off so that
-the run trades all year, as the defaults' run does; the daily limits of the gate stay on."""
+adaptive slippage (engine parameters, over the defaults). The account is large and its halts are
+off so that the run trades all year (1 to 3 contracts), as the defaults' run does; the daily
+limits of the gate stay on."""
 
 
 def main() -> None:
