@@ -573,6 +573,9 @@ mod tests {
         assert_eq!(sized(&p, 40.0, morning, f64::NAN).0.unwrap().qty, 2);
         assert_eq!(sized(&p, 300.0, morning, f64::NAN).0.unwrap().qty, 3, "4 capped to 3");
         assert_eq!(sized(&p, 300.0, 14 * H, f64::NAN).0.unwrap().qty, 2, "floor(4 × 0.7)");
+        // [reduce_size_at, session_end) does not wrap: the evening opens the next session.
+        let all_day = Params { entry_start: 0, entry_end: 24 * H, ..p.clone() };
+        assert_eq!(sized(&all_day, 300.0, 18 * H + 60, f64::NAN).0.unwrap().qty, 3);
         let (order, book) = sized(&p, 0.0, 14 * H, f64::NAN); // floor(1 × 0.7) = 0
         assert_eq!((order, book.refused_size), (None, 1));
         let below = Params { size_tiers: vec![(1001.0, 1)], ..p.clone() };
