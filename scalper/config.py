@@ -843,6 +843,8 @@ def _bounds_text(metadata: Mapping[str, Any]) -> str:
         return f" between {ge:g} and {le:g}"
     if ge is not None:
         return f" >= {ge:g}"
+    if gt is not None and le is not None:
+        return f" > {gt:g} and <= {le:g}"
     return f" > {gt:g}" if gt is not None else ""
 
 

@@ -754,6 +754,29 @@ def test_risk_model_conflicts_are_errors_naming_key_and_value(
     assert problems_of({"risk": risk}) == (line,)
 
 
+@pytest.mark.parametrize(
+    ("risk", "line"),
+    [
+        (
+            {"size_tiers": [[0]]},
+            "c.yaml: risk.size_tiers = [[0]]: must be a list of [min_balance, contracts] pairs, "
+            "e.g. [[0, 1], [1500, 2]]",
+        ),
+        (
+            {"reduce_size_factor": 1.5},
+            "c.yaml: risk.reduce_size_factor = 1.5: must be a number > 0 and <= 1",
+        ),
+        (
+            {"reduce_size_at": "25:00"},
+            "c.yaml: risk.reduce_size_at = '25:00': must be a time \"HH:MM\"",
+        ),
+    ],
+    ids=["tier-shape", "factor-above-one", "reduce-at-not-a-time"],
+)
+def test_risk_model_values_are_checked(risk: dict[str, Any], line: str) -> None:
+    assert problems_of({"risk": risk}) == (line,)
+
+
 def test_risk_model_settings_reach_the_engine() -> None:
     cfg = config_from_dict(
         {
