@@ -1,4 +1,4 @@
-"""Reference implementation of the engine semantics of SPEC §4, in plain Python.
+"""Reference implementation of the engine semantics of SPEC §4 (with §4.9), in plain Python.
 
 This is the project's independent oracle: the Rust engine (``scalper._engine``) is checked against
 it by the conformance cases and by differential property tests, and the benchmark compares the Rust
