@@ -201,7 +201,10 @@ fn risk_model_problem(p: &Params) -> Option<String> {
     } else if p.take_profit_ticks > 0 && p.target_atr > 0.0 {
         Some("engine parameters: a target in ticks and in ATRs at once".to_string())
     } else if !ascending || p.size_tiers.iter().any(|&(b, q)| !b.is_finite() || q < 0) {
-        Some(format!("engine parameter \"size_tiers\" must ascend strictly: {:?}", p.size_tiers))
+        let tiers = &p.size_tiers;
+        Some(format!(
+            "engine parameter \"size_tiers\": min_balance must ascend strictly, contracts be >= 0: {tiers:?}"
+        ))
     } else if !(p.reduce_size_factor > 0.0 && p.reduce_size_factor <= 1.0) {
         Some(format!("engine parameter \"reduce_size_factor\" must be in (0, 1]: {}", p.reduce_size_factor))
     } else if p.reduce_size_at.is_some_and(|t| !(0..86_400).contains(&t)) {
