@@ -7,7 +7,7 @@ exit_price, pnl, exit_reason`. Prices and P&L are written to the cent, as a brok
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,14 @@ TRADE_COLUMNS = (
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """Trades (polars), per-bar equity, per-session P&L and the metrics of one run."""
+    """Trades (polars), per-bar equity, per-session P&L and the metrics of one run, with the
+    entries the risk gate refused for the reasons of SPEC §4.9 (`atr`, `size`)."""
 
     trades: pl.DataFrame
     equity: pl.DataFrame
     sessions: pl.DataFrame
     metrics: dict[str, Any]
+    gate_refusals: dict[str, int] = field(default_factory=dict)
 
     def write_trades_csv(self, path: str | Path) -> None:
         write_trades_csv(self.trades, path)
@@ -58,6 +60,9 @@ class BacktestResult:
             f"exposure        {_pct(m['exposure'])}",
             f"sessions        {m['sessions']}",
         ]
+        refused = ", ".join(f"{why} {n}" for why, n in self.gate_refusals.items() if n)
+        if refused:
+            lines.append(f"refused entries {refused}")
         return "\n".join(lines)
 
     def metrics_json(self) -> dict[str, Any]:
@@ -146,4 +151,10 @@ def result_from_engine(raw: dict[str, Any], ts: np.ndarray) -> BacktestResult:
             "pnl": raw["session_pnl"],
         }
     )
-    return BacktestResult(trades=trades, equity=equity, sessions=sessions, metrics=raw["metrics"])
+    return BacktestResult(
+        trades=trades,
+        equity=equity,
+        sessions=sessions,
+        metrics=raw["metrics"],
+        gate_refusals=dict(raw.get("gate_refusals", {})),
+    )

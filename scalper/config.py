@@ -59,6 +59,9 @@ PROVENANCE_KEY = "provenance"
 REDACTED = "***"
 
 StrategyKind = Literal["zscore", "bollinger", "rsi"]
+SlippageModel = Literal["fixed", "adaptive"]
+SizeTiers = tuple[tuple[float, int], ...]
+"""`risk.size_tiers`: (min_balance, contracts) pairs, min_balance strictly ascending."""
 BrokerKind = Literal["paper", "ibkr"]
 TradingMode = Literal["paper", "live"]
 SessionTime = Literal["entry_start", "entry_end", "flatten_at", "session_end"]
@@ -111,7 +114,7 @@ def _plain(value: Any, metadata: Mapping[str, Any]) -> Any:
     if value is not None and metadata.get("secret"):
         return REDACTED
     if isinstance(value, tuple):
-        return list(value)
+        return [_plain(v, {}) for v in value]
     if isinstance(value, Mapping):  # session.early_closes: {"YYYY-MM-DD": "HH:MM"}
         return {_plain(k, {}): _plain(v, {}) for k, v in value.items()}
     if isinstance(value, date):
@@ -180,7 +183,13 @@ class StrategyConfig(Section):
 
 @dataclass(frozen=True)
 class RiskConfig(Section):
-    """Position sizing and the limits of the risk gate (SPEC §4); a limit of 0 disables it."""
+    """Position sizing and the limits of the risk gate (SPEC §4); a limit of 0 disables it.
+
+    The small account's risk model (SPEC §4.9), every rule off by default: contracts by balance
+    (`size_tiers`), fewer late in the day (`reduce_size_at`, `reduce_size_factor`), a dollar cap
+    on the initial stop's loss (`max_risk_per_trade`), stops and targets in Wilder ATRs of
+    `atr_period` bars (`stop_atr`, `target_atr`) and a trailing stop (`trail_ticks`).
+    """
 
     position_size: int = setting(1, ge=1)
     stop_loss_ticks: int = setting(0, ge=0)
@@ -194,6 +203,39 @@ class RiskConfig(Section):
     starting_capital: float = setting(1000.0, gt=0)
     kill_switch_loss: float = setting(300.0, ge=0)
     min_account_balance: float = setting(700.0, ge=0)
+    size_tiers: SizeTiers = ()
+    max_risk_per_trade: float = setting(0.0, ge=0)
+    reduce_size_at: time | None = None
+    reduce_size_factor: float = setting(0.5, gt=0, le=1)
+    stop_atr: float = setting(0.0, ge=0)
+    target_atr: float = setting(0.0, ge=0)
+    trail_ticks: int = setting(0, ge=0)
+    atr_period: int = setting(14, ge=1)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.stop_loss_ticks and self.stop_atr:
+            why = f"a stop in ATRs and in ticks (stop_loss_ticks {self.stop_loss_ticks}): set one"
+            yield "stop_atr", why
+        if self.take_profit_ticks and self.target_atr:
+            ticks = self.take_profit_ticks
+            why = f"a target in ATRs and in ticks (take_profit_ticks {ticks}): set one"
+            yield "target_atr", why
+        balances = [tier[0] for tier in self.size_tiers]
+        for before, after in itertools.pairwise(balances):
+            if after <= before:
+                why = f"min_balance must ascend strictly: {after:g} after {before:g}"
+                yield "size_tiers", why
+                break
+
+    @property
+    def max_contracts(self) -> int:
+        """The most contracts an entry can have: the top size tier's, else position_size."""
+        return max((tier[1] for tier in self.size_tiers), default=self.position_size)
+
+    @property
+    def has_stop(self) -> bool:
+        """Whether every entry gets a protective stop, in ticks, in ATRs or trailing."""
+        return bool(self.stop_loss_ticks or self.stop_atr or self.trail_ticks)
 
 
 @dataclass(frozen=True)
@@ -249,6 +291,11 @@ class CostsConfig(Section):
 
     commission_per_side: float = setting(0.42, ge=0)
     slippage_ticks: int = setting(1, ge=0)
+    # SPEC §4.9: `adaptive` adds a tick after a bar with volume below `low_volume` (0: never)
+    # and one after a bar whose range is at least `high_vol_atr` ATRs (0: never).
+    slippage_model: SlippageModel = "fixed"
+    low_volume: int = setting(0, ge=0)
+    high_vol_atr: float = setting(0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -663,7 +710,8 @@ class _Reporter:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, Mapping):
+    nested = isinstance(value, tuple) and bool(value) and isinstance(value[0], tuple)
+    if isinstance(value, Mapping) or nested:  # early_closes, size_tiers: as in the file
         value = _plain(value, {})
     if isinstance(value, list):  # YAML's dates and times in it as written, not Python's repr
         return f"[{', '.join(_show(v) for v in value)}]"
@@ -808,6 +856,8 @@ def _bounds_text(metadata: Mapping[str, Any]) -> str:
         return f" between {ge:g} and {le:g}"
     if ge is not None:
         return f" >= {ge:g}"
+    if gt is not None and le is not None:
+        return f" > {gt:g} and <= {le:g}"
     return f" > {gt:g}" if gt is not None else ""
 
 
@@ -832,6 +882,8 @@ def _convert(value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
         if optional:
             return None
         raise _Invalid("must be set")
+    if kind == SizeTiers:
+        return _convert_size_tiers(value)
     if get_origin(kind) is tuple:
         return _convert_sequence(value, get_args(kind)[0], metadata)
     if get_origin(kind) is Mapping:
@@ -859,6 +911,26 @@ def _convert_sequence(value: Any, item: Any, metadata: Mapping[str, Any]) -> tup
     if not items:
         raise _Invalid("must list at least one value")
     return tuple(_convert(v, item, metadata) for v in items)
+
+
+def _convert_size_tiers(value: Any) -> SizeTiers:
+    """`risk.size_tiers`: a list of [min_balance, contracts] (the order is a rule of the
+    section, checked with the others)."""
+    shape = "must be a list of [min_balance, contracts] pairs, e.g. [[0, 1], [1500, 2]]"
+    if not isinstance(value, list | tuple):
+        raise _Invalid(shape)
+    tiers = []
+    for tier in value:
+        if not (isinstance(tier, list | tuple) and len(tier) == 2):
+            raise _Invalid(shape)
+        try:
+            balance, contracts = _to_float(tier[0]), _to_int(tier[1])
+        except _Invalid:
+            raise _Invalid(shape) from None
+        if contracts < 0:
+            raise _Invalid(f"{shape}; contracts must be >= 0, not {contracts}")
+        tiers.append((balance, contracts))
+    return tuple(tiers)
 
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -962,8 +1034,11 @@ def _live_requirements(cfg: Config) -> Iterator[_Issue]:
         yield _Issue("broker.account", broker.account, why)
     elif is_paper_account(broker.account):
         yield _Issue("broker.account", broker.account, "is an IB paper account (DU...)")
-    if cfg.risk.stop_loss_ticks == 0:
-        why = "no protective stop: an open position's loss is unbounded between bars"
+    if not cfg.risk.has_stop:
+        why = (
+            "no protective stop (stop_loss_ticks, stop_atr or trail_ticks): an open position's "
+            "loss is unbounded between bars"
+        )
         yield _Issue("risk.stop_loss_ticks", cfg.risk.stop_loss_ticks, why)
     if not cfg.alerts.has_channel:
         why = "no alert channel (telegram_token with telegram_chat, or webhook): halts go unseen"
@@ -1051,18 +1126,48 @@ def _half_telegram(alerts: AlertsConfig) -> Iterator[_Issue]:
 
 
 def _stop_beyond_daily_limit(cfg: Config) -> Iterator[_Issue]:
-    """A single stop-out would breach the daily loss limit, so the limit cannot hold."""
-    risk, size = cfg.risk, cfg.risk.position_size
-    if not (risk.stop_loss_ticks and risk.daily_loss_limit):
+    """A single stop-out would breach the daily loss limit, so the limit cannot hold.
+
+    The stop in any of its forms (SPEC §4.9): in ticks, in ATRs (its loss bounded only by
+    max_risk_per_trade), or trailing alone (its first level `trail_ticks` from the entry bar's
+    extreme); the size is the largest the entries can have (`size_tiers`' top, else
+    position_size), capped by max_risk_per_trade.
+    """
+    risk = cfg.risk
+    if not (risk.has_stop and risk.daily_loss_limit):
         return
+    size = risk.max_contracts
     tick_value = cfg.instrument.tick_size * cfg.instrument.point_value
-    loss = risk.stop_loss_ticks * tick_value * size + 2 * cfg.costs.commission_per_side * size
+    key, value = (
+        ("stop_loss_ticks", risk.stop_loss_ticks)
+        if risk.stop_loss_ticks
+        else ("stop_atr", risk.stop_atr)
+        if risk.stop_atr
+        else ("trail_ticks", risk.trail_ticks)
+    )
+    ticks = risk.stop_loss_ticks or (0 if risk.stop_atr else risk.trail_ticks)
+    losses = [ticks * tick_value * size] if ticks else []
+    if risk.max_risk_per_trade:
+        losses.append(risk.max_risk_per_trade)
+    if not losses:  # an ATR stop without a dollar cap: its loss is not known in advance
+        return
+    loss = min(losses) + 2 * cfg.costs.commission_per_side * size
     if loss > risk.daily_loss_limit:
         why = (
             f"one stopped-out trade of {size} contract(s) loses {loss:.2f} with commissions, "
             f"more than daily_loss_limit ({risk.daily_loss_limit:g})"
         )
-        yield _Issue("risk.stop_loss_ticks", risk.stop_loss_ticks, why)
+        yield _Issue(f"risk.{key}", value, why)
+
+
+def _live_advice(cfg: Config) -> Iterator[_Issue]:
+    """Live settings that are allowed but deserve a second look: warnings, in live mode only."""
+    if cfg.broker.is_live and not cfg.risk.max_risk_per_trade:
+        why = (
+            "no max_risk_per_trade: an entry's loss at its stop is capped in contracts, "
+            "not in dollars"
+        )
+        yield _Issue("risk.max_risk_per_trade", cfg.risk.max_risk_per_trade, why)
 
 
 def _oversized_position(cfg: Config) -> Iterator[_Issue]:
@@ -1217,7 +1322,8 @@ def _apply_safety_rules(cfg: Config, report: _Reporter) -> Config:
     lines = tuple(
         report.line(i, "; an error in live mode") for i in warnings if i.path not in report.reported
     )
-    return replace(cfg, warnings=lines)
+    advice = tuple(report.line(i, "") for i in _live_advice(cfg))
+    return replace(cfg, warnings=lines + advice)
 
 
 def refusals(candidate: Config, base: Config | None = None) -> tuple[str, ...]:

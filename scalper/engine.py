@@ -28,7 +28,8 @@ _INT_KEYS = frozenset(
         "bar_seconds", "lookback", "period", "min_volume", "position_size", "stop_loss_ticks",
         "take_profit_ticks", "max_consecutive_losses", "loss_pause_minutes", "max_trades_per_day",
         "max_position_minutes", "entry_start", "entry_end", "flatten_at", "session_end",
-        "slippage_ticks", "early_entry_end_minutes", "early_flatten_minutes",
+        "slippage_ticks", "early_entry_end_minutes", "early_flatten_minutes", "trail_ticks",
+        "atr_period", "low_volume",
     }
 )  # fmt: skip
 
@@ -76,6 +77,11 @@ def session_times(cfg: Config, session: date) -> tuple[time, time]:
         entry_end = min(entry_end, close - s.early_entry_end_minutes * 60)
         flatten_at = min(flatten_at, close - s.early_flatten_minutes * 60)
     return _time_of_day(entry_end), _time_of_day(flatten_at)
+
+
+def _seconds(t: time | None) -> int | None:
+    """A local time of day in the engine's unit, seconds since midnight."""
+    return None if t is None else t.hour * 3600 + t.minute * 60 + t.second
 
 
 def _time_of_day(seconds: int) -> time:
@@ -133,6 +139,17 @@ def engine_params(
         "early_closes": early_closes(cfg, sessions),
         "early_entry_end_minutes": cfg.session.early_entry_end_minutes,
         "early_flatten_minutes": cfg.session.early_flatten_minutes,
+        "atr_period": r.atr_period,
+        "stop_atr": r.stop_atr,
+        "target_atr": r.target_atr,
+        "trail_ticks": r.trail_ticks,
+        "size_tiers": [list(tier) for tier in r.size_tiers],
+        "max_risk_per_trade": r.max_risk_per_trade,
+        "reduce_size_at": _seconds(r.reduce_size_at),
+        "reduce_size_factor": r.reduce_size_factor,
+        "slippage_model": cfg.costs.slippage_model,
+        "low_volume": cfg.costs.low_volume,
+        "high_vol_atr": cfg.costs.high_vol_atr,
     }
     for key, value in (overrides or {}).items():
         if key not in PARAM_KEYS:
@@ -174,11 +191,18 @@ def replay(
     last: tuple[int, float] | None = None
     for ts, open_, high, low, close, volume in bars:
         if broker is not None:
-            for fill in broker.on_bar(ts, open_, high, low):
+            for fill in broker.on_bar(ts, open_, high, low, close, volume):
                 _report(engine, fill, trades)
         order = engine.on_bar(ts, open_, high, low, close, volume)
         if broker is not None and order is not None:
-            broker.submit(order["action"], order["qty"], order["kind"], order["reason"])
+            broker.submit(
+                order["action"],
+                order["qty"],
+                order["kind"],
+                order["reason"],
+                order["stop_loss_ticks"],
+                order["take_profit_ticks"],
+            )
         trades.extend(engine.take_trades())
         last = (ts, close)
     if broker is not None and last is not None:

@@ -508,7 +508,11 @@ def stitch(runs: Sequence[BacktestResult], capital: float, bars: Sequence[int]) 
         exposure / sum(bars) if sum(bars) else math.nan,
     )
     equity = pl.concat([empty.equity, *equities])
-    return BacktestResult(trades=trades, equity=equity, sessions=sessions, metrics=metrics)
+    refusals: dict[str, int] = {}
+    for run in runs:
+        for why, n in run.gate_refusals.items():
+            refusals[why] = refusals.get(why, 0) + n
+    return BacktestResult(trades, equity, sessions, metrics, refusals)
 
 
 # An engine result over no bars: `result_from_engine` turns it into empty frames of the right

@@ -1,4 +1,4 @@
-"""Reference implementation of the engine semantics of SPEC §4, in plain Python.
+"""Reference implementation of the engine semantics of SPEC §4 (with §4.9), in plain Python.
 
 This is the project's independent oracle: the Rust engine (``scalper._engine``) is checked against
 it by the conformance cases and by differential property tests, and the benchmark compares the Rust
@@ -51,6 +51,24 @@ the same readings.
 11. Rounding: prices and P&L stay plain floats (quarter-tick prices are exact binary fractions) and
     every limit compares the unrounded values; only output rows round to cents. With a tick value
     of 1.25 and commissions in cents no P&L lies on a half cent, so the rounding is unambiguous.
+
+Readings of SPEC §4.9 (the small account's risk model), checked against ``shared/conformance_risk``:
+
+12. The ATR the decision at bar k reads is the ATR at bar k (its true range included); the ATR at
+    bar k−1 of the adaptive slippage is the one the decision at k−1 read. Both are undefined for
+    the first ``atr_period − 1`` bars of the data, whatever lies between them (holes, halts).
+13. The trailing stop is updated after step 3 at every bar the position is still open, the entry
+    bar included, from the highest high (lowest low) of the bars since the entry fill bar; a stop
+    moved at bar k is tested first at bar k+1, with the gap rule (bar k+1 is after the entry bar).
+    The initial stop (ticks or ATR) is the starting level; the trail replaces it only when
+    strictly better, and from then on a stop-out is ``trail``. With no initial stop the trail sets
+    the stop at the entry bar's close.
+14. Sizing order: tier, then ``reduce_size_at`` (floor of the double product), then the
+    ``max_risk_per_trade`` cap (so a reduction below the cap is not raised back). The cap reads the
+    initial stop distance only (a trailing stop alone has none, so no cap). Every check of §4's
+    gate comes first, then ``atr``, then ``size``: a refused entry leaves nothing behind.
+15. Adaptive slippage is per bar: every slipping fill in bar k (the market order at the open, a
+    stop, the end-of-data close) slips ``slippage_ticks + a + b`` by bar k−1; targets never slip.
 """
 
 from __future__ import annotations
@@ -118,6 +136,14 @@ def default_params() -> dict[str, dict[str, Any]]:
             "starting_capital": 1000.0,
             "kill_switch_loss": 300.0,
             "min_account_balance": 700.0,
+            "size_tiers": [],
+            "max_risk_per_trade": 0.0,
+            "reduce_size_at": None,
+            "reduce_size_factor": 0.5,
+            "stop_atr": 0.0,
+            "target_atr": 0.0,
+            "trail_ticks": 0,
+            "atr_period": 14,
         },
         "session": {
             "timezone": "America/New_York",
@@ -130,7 +156,13 @@ def default_params() -> dict[str, dict[str, Any]]:
             "early_entry_end_minutes": 20,
             "early_flatten_minutes": 10,
         },
-        "costs": {"commission_per_side": 0.42, "slippage_ticks": 1},
+        "costs": {
+            "commission_per_side": 0.42,
+            "slippage_ticks": 1,
+            "slippage_model": "fixed",
+            "low_volume": 0,
+            "high_vol_atr": 0.0,
+        },
     }
 
 
@@ -242,6 +274,35 @@ class RsiSignal:
         return self.rsi >= 50.0 if side > 0 else self.rsi <= 50.0
 
 
+class WilderAtr:
+    """SPEC §4.9 ATR: true ranges (``high − low`` on the first bar of the data), their plain
+    mean over the first ``period`` bars, then Wilder's smoothing."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self.prev_close: float | None = None
+        self.seed: list[float] = []
+        self.atr: float | None = None
+
+    def update(self, bar: RefBar) -> None:
+        if self.prev_close is None:
+            tr = bar.high - bar.low
+        else:
+            tr = max(
+                bar.high - bar.low, abs(bar.high - self.prev_close), abs(bar.low - self.prev_close)
+            )
+        self.prev_close = bar.close
+        if self.atr is None:
+            self.seed.append(tr)
+            if len(self.seed) == self.period:
+                total = 0.0
+                for x in self.seed:  # added in bar order, as the SPEC says
+                    total += x
+                self.atr = total / self.period
+        else:
+            self.atr = (self.atr * (self.period - 1) + tr) / self.period
+
+
 def make_signal(strategy: Mapping[str, Any]) -> ZScoreSignal | RsiSignal:
     """Build the strategy of ``strategy['kind']``; Bollinger is z-score with exit at the mean."""
     kind = strategy["kind"]
@@ -306,6 +367,7 @@ class Position:
     entry_index: int
     stop: float | None
     target: float | None
+    trailing: bool = False  # the stop was last set or moved by the trailing rule
 
 
 @dataclass
@@ -315,6 +377,9 @@ class PendingOrder:
     side: int  # entries: the position side; exits: the side of the position being closed
     is_entry: bool
     exit_reason: str = ""
+    qty: int = 0  # entries: the size decided
+    stop_ticks: float = 0  # entries: the stop and target distances decided (0: none)
+    target_ticks: float = 0
 
 
 def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
@@ -331,7 +396,10 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
     point_value = float(instrument["point_value"])
     bar_ns = int(strategy["bar_seconds"]) * NS_PER_SECOND
     min_volume = int(strategy["min_volume"])
-    slip = float(costs["slippage_ticks"]) * tick
+    slippage_ticks = int(costs["slippage_ticks"])
+    adaptive = costs.get("slippage_model", "fixed") == "adaptive"
+    low_volume = int(costs.get("low_volume", 0))
+    high_vol_atr = float(costs.get("high_vol_atr", 0.0))
     commission = float(costs["commission_per_side"])
     size = int(risk["position_size"])
     stop_ticks = float(risk["stop_loss_ticks"])
@@ -345,6 +413,16 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
     starting_capital = float(risk["starting_capital"])
     kill_switch_loss = float(risk["kill_switch_loss"])
     min_balance = float(risk["min_account_balance"])
+    size_tiers = [(float(b), int(q)) for b, q in risk.get("size_tiers", [])]
+    max_risk = float(risk.get("max_risk_per_trade", 0.0))
+    reduce_at = risk.get("reduce_size_at")
+    reduce_at_s = None if reduce_at is None else parse_hhmm(reduce_at)
+    reduce_factor = float(risk.get("reduce_size_factor", 0.5))
+    stop_atr = float(risk.get("stop_atr", 0.0))
+    target_atr = float(risk.get("target_atr", 0.0))
+    trail_ticks = int(risk.get("trail_ticks", 0))
+    atr = WilderAtr(int(risk.get("atr_period", 14)))
+    atr_at: list[float | None] = []  # the ATR at each bar so far
     zone = ZoneInfo(session["timezone"])
     entry_start = parse_hhmm(session["entry_start"])
     entry_end = parse_hhmm(session["entry_end"])
@@ -418,8 +496,41 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
             return False
         return not (max_trades > 0 and trades_today >= max_trades)
 
+    def slippage_in_bar(index: int) -> float:
+        """§4.9: the slippage of every slipping fill in bar ``index``, by the bar before it."""
+        ticks = slippage_ticks
+        if adaptive and index > 0:
+            prev, prev_atr = bars[index - 1], atr_at[index - 1]
+            if low_volume > 0 and prev.volume < low_volume:
+                ticks += 1
+            wild = prev_atr is not None and prev.high - prev.low >= high_vol_atr * prev_atr
+            if high_vol_atr > 0 and wild:
+                ticks += 1
+        return ticks * tick
+
+    def atr_distance(multiple: float) -> int:
+        assert atr.atr is not None
+        return max(1, math.ceil(multiple * atr.atr / tick - 1e-6))
+
+    def entry_size(close_tod: int, stop_distance: float) -> int:
+        """§4.9 position size: the balance's tier, reduced late in the day, capped by risk."""
+        balance = starting_capital + cumulative_pnl
+        if not size_tiers:
+            q = size
+        else:
+            q = 0
+            for min_balance_tier, contracts in size_tiers:
+                if min_balance_tier <= balance:
+                    q = contracts
+        if reduce_at_s is not None and reduce_at_s <= close_tod < session_end:
+            q = math.floor(q * reduce_factor)
+        if max_risk > 0 and stop_distance > 0:
+            q = min(q, math.floor(max_risk / (stop_distance * tick * point_value) + 1e-9))
+        return q
+
     last_index = len(bars) - 1
     for index, bar in enumerate(bars):
+        slip = slippage_in_bar(index)
         # 1. Session roll.
         bar_session = session_date(bar.ts, zone, session_end)
         if bar_session != current_session:
@@ -438,14 +549,15 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
         if pending is not None:
             if pending.is_entry:
                 price = bar.open + pending.side * slip
+                d_stop, d_target = pending.stop_ticks, pending.target_ticks
                 position = Position(
                     side=pending.side,
-                    qty=size,
+                    qty=pending.qty,
                     entry_price=price,
                     entry_ts=bar.ts,
                     entry_index=index,
-                    stop=price - pending.side * stop_ticks * tick if stop_ticks > 0 else None,
-                    target=price + pending.side * target_ticks * tick if target_ticks > 0 else None,
+                    stop=price - pending.side * d_stop * tick if d_stop > 0 else None,
+                    target=price + pending.side * d_target * tick if d_target > 0 else None,
                 )
                 trades_today += 1
             else:
@@ -461,6 +573,18 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
 
         # 4. Bar close: indicators see every close; no decision at the last bar.
         signal.update(bar.close)
+        atr.update(bar)
+        atr_at.append(atr.atr)
+        if position is not None and trail_ticks > 0:  # §4.9 trailing stop, from the next bar
+            since_entry = bars[position.entry_index : index + 1]
+            if position.side > 0:
+                candidate = max(b.high for b in since_entry) - trail_ticks * tick
+                better = position.stop is None or candidate > position.stop
+            else:
+                candidate = min(b.low for b in since_entry) + trail_ticks * tick
+                better = position.stop is None or candidate < position.stop
+            if better:
+                position.stop, position.trailing = candidate, True
         if index == last_index:
             break
         close_ts = bar.ts + bar_ns
@@ -479,7 +603,16 @@ def run_reference(bars: Sequence[RefBar], params: Mapping) -> list[dict]:
         else:
             side = signal.entry_side() if bar.volume >= min_volume else 0
             if side != 0 and risk_gate_allows(close_ts, close_tod):
-                pending = PendingOrder(side=side, is_entry=True)
+                if (stop_atr > 0 or target_atr > 0) and atr.atr is None:
+                    continue  # §4.9 gate reason `atr`
+                d_stop = atr_distance(stop_atr) if stop_atr > 0 else stop_ticks
+                d_target = atr_distance(target_atr) if target_atr > 0 else target_ticks
+                qty = entry_size(close_tod, d_stop)
+                if qty == 0:
+                    continue  # §4.9 gate reason `size`
+                pending = PendingOrder(
+                    side=side, is_entry=True, qty=qty, stop_ticks=d_stop, target_ticks=d_target
+                )
 
     # 8. End of data.
     if position is not None and bars:
@@ -499,11 +632,12 @@ def protective_fill(
     side = position.side
     if position.stop is not None:
         stop = position.stop
+        reason = "trail" if position.trailing else "stop"
         if after_entry_bar and side * (bar.open - stop) <= 0:
-            return bar.open - side * slip, "stop"
+            return bar.open - side * slip, reason
         extreme = bar.low if side > 0 else bar.high
         if side * (extreme - stop) <= 0:
-            return stop - side * slip, "stop"
+            return stop - side * slip, reason
     if position.target is not None:
         target = position.target
         if after_entry_bar and side * (bar.open - target) >= 0:

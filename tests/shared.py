@@ -23,11 +23,19 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 CONFORMANCE = SHARED / "conformance"
 REAL_DATA = SHARED / "data" / "real"
 CONFORMANCE_RISK = SHARED / "conformance_risk"
-RISK_CASES_BUILT = ("16_early_close",)
-"""The SPEC §4.9 cases the engine implements so far, run beside §4's by every driver. The others
-need the rest of §4.9, not built yet (issue 12): 11 ATR stops and targets, 12 the trailing stop,
-13 size tiers and the risk cap, 14 reduce_size_at, 15 adaptive slippage, and 17 the early close
-together with the trailing stop and reduce_size_at."""
+RISK_CASES_BUILT = (
+    "11_atr_stops_targets",
+    "12_trailing_stop",
+    "13_size_tiers_and_risk",
+    "14_reduce_size_late",
+    "15_adaptive_slippage",
+    "16_early_close",
+    "17_early_close_trail_size",
+)
+"""The SPEC §4.9 cases, run beside §4's by every driver: 11 ATR stops and targets, 12 the
+trailing stop, 13 size tiers and the risk cap, 14 reduce_size_at, 15 adaptive slippage, 16 the
+exchange calendar's early closes, and 17 the early close together with the trailing stop and
+reduce_size_at."""
 _SPEC4_CASES = (
     sorted(p for p in CONFORMANCE.iterdir() if p.is_dir()) if CONFORMANCE.is_dir() else []
 )

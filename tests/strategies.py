@@ -200,7 +200,40 @@ def overrides(
         "commission_per_side": draw(st.sampled_from([0.0, 0.25, 0.42, 0.85])),
         "slippage_ticks": draw(st.integers(0, 2)),
     }
+    if draw(st.booleans()):  # half the examples switch on some of SPEC §4.9's rules
+        risk_model(draw, risk, costs)
     return {"strategy": strategy, "risk": risk, "session": session, "costs": costs}
+
+
+def risk_model(draw: st.DrawFn, risk: dict[str, Any], costs: dict[str, Any]) -> None:
+    """SPEC §4.9's rules, each on or off, into the drawn `risk` and `costs`: stops and targets in
+    ATRs (instead of ticks), a trailing stop, size tiers around the starting capital, a late
+    size reduction, a dollar cap per trade and adaptive slippage. ATR windows are short, so the
+    ATR is defined (and `atr` refusals happen) within the drawn series."""
+    risk["atr_period"] = draw(st.integers(1, 30))
+    if draw(st.booleans()):
+        risk["stop_loss_ticks"] = 0
+        risk["stop_atr"] = draw(_odd(20, 300, 0.01, 0.0013))
+    if draw(st.booleans()):
+        risk["take_profit_ticks"] = 0
+        risk["target_atr"] = draw(_odd(20, 400, 0.01, 0.0017))
+    if draw(st.booleans()):
+        risk["trail_ticks"] = draw(st.integers(1, 20))
+    if draw(st.booleans()):
+        balances = draw(st.lists(_odd(900, 1100, 1.0, 0.37), min_size=1, max_size=4, unique=True))
+        contracts = st.lists(st.integers(0, 4), min_size=len(balances), max_size=len(balances))
+        risk["size_tiers"] = [
+            [b, q] for b, q in zip(sorted(balances), draw(contracts), strict=True)
+        ]
+    if draw(st.booleans()):
+        risk["reduce_size_at"] = _hhmm(draw(st.integers(6 * 12, 17 * 12)) * 5)
+        risk["reduce_size_factor"] = draw(st.sampled_from([0.5, 0.7, 1.0, 0.34]))
+    if draw(st.booleans()):
+        risk["max_risk_per_trade"] = draw(_odd(2, 80, 1.0, 0.5))
+    if draw(st.booleans()):
+        costs["slippage_model"] = "adaptive"
+        costs["low_volume"] = draw(st.sampled_from([0, 100, 400]))
+        costs["high_vol_atr"] = draw(st.sampled_from([0.0, 0.8, 1.5]))
 
 
 @st.composite

@@ -19,6 +19,7 @@ from scalper.config import (
     load_config,
     load_config_with_overrides,
 )
+from scalper.engine import engine_params
 from scalper.errors import ConfigError
 from scalper.instruments import INSTRUMENTS
 
@@ -58,6 +59,14 @@ SPEC_DEFAULTS = {
         "starting_capital": 1000.0,
         "kill_switch_loss": 300.0,
         "min_account_balance": 700.0,
+        "size_tiers": [],
+        "max_risk_per_trade": 0.0,
+        "reduce_size_at": None,
+        "reduce_size_factor": 0.5,
+        "stop_atr": 0.0,
+        "target_atr": 0.0,
+        "trail_ticks": 0,
+        "atr_period": 14,
     },
     "session": {
         "timezone": "America/New_York",
@@ -70,7 +79,13 @@ SPEC_DEFAULTS = {
         "early_entry_end_minutes": 20,
         "early_flatten_minutes": 10,
     },
-    "costs": {"commission_per_side": 0.42, "slippage_ticks": 1},
+    "costs": {
+        "commission_per_side": 0.42,
+        "slippage_ticks": 1,
+        "slippage_model": "fixed",
+        "low_volume": 0,
+        "high_vol_atr": 0.0,
+    },
     "broker": {
         "kind": "paper",
         "mode": "paper",
@@ -94,7 +109,7 @@ WEBHOOK = "https://hooks.example.com/services/T000/B000/secretpart"
 # A complete, safe live configuration; each live test breaks exactly one thing in it.
 LIVE: dict[str, dict[str, Any]] = {
     "broker": {"kind": "ibkr", "mode": "live", "port": 4001, "account": ACCOUNT},
-    "risk": {"stop_loss_ticks": 8},
+    "risk": {"stop_loss_ticks": 8, "max_risk_per_trade": 50.0},
     "alerts": {"webhook": WEBHOOK},
     "session": {"calendar": "CME_Equity"},
 }
@@ -681,7 +696,7 @@ def test_a_file_and_its_overrides_report_their_problems_together(tmp_path: Path)
     with pytest.raises(ConfigError) as info:
         load_config_with_overrides(base, overrides, env={})
     assert info.value.problems == (
-        f"{base}: risk.stopp: unknown key",
+        f"{base}: risk.stopp: unknown key (did you mean 'stop_atr'?)",
         f"{overrides}: strategy.lookbak: unknown key (did you mean 'lookback'?)",
     )
 
@@ -697,6 +712,110 @@ LIVE_REQUIREMENTS = [
     pytest.param({"alerts": {"webhook": None}}, "alerts", id="no-alerts"),
     pytest.param({"session": {"calendar": None}}, "session.calendar = null", id="no-calendar"),
 ]
+
+
+@pytest.mark.parametrize(
+    "stop",
+    [{"stop_atr": 1.5}, {"trail_ticks": 12}, {"stop_atr": 1.0, "trail_ticks": 12}],
+    ids=["atr", "trailing", "atr-and-trailing"],
+)
+def test_live_mode_takes_a_stop_in_any_of_its_forms(stop: dict[str, Any]) -> None:
+    # An ATR stop's loss is bounded by max_risk_per_trade alone: 40 + 0.84 <= 50.
+    risk = {"stop_loss_ticks": 0, "max_risk_per_trade": 40, **stop}
+    cfg = config_from_dict(merged(LIVE, {"risk": risk}), env={})
+    assert cfg.warnings == ()
+
+
+def test_live_mode_without_max_risk_per_trade_warns() -> None:
+    cfg = config_from_dict(merged(LIVE, {"risk": {"max_risk_per_trade": 0}}), "c.yaml", env={})
+    assert cfg.warnings == (
+        "c.yaml: risk.max_risk_per_trade = 0.0: no max_risk_per_trade: an entry's loss at its "
+        "stop is capped in contracts, not in dollars",
+    )
+    paper = config_from_dict({"risk": {"stop_loss_ticks": 8}}, env={})
+    assert paper.warnings == ()
+
+
+def test_an_atr_stop_whose_dollar_cap_exceeds_the_daily_limit_is_a_hazard() -> None:
+    lines = problems_of(merged(LIVE, {"risk": {"stop_loss_ticks": 0, "stop_atr": 1.5}}))
+    assert lines == (
+        "c.yaml: risk.stop_atr = 1.5: one stopped-out trade of 1 contract(s) loses 50.84 with "
+        "commissions, more than daily_loss_limit (50); refused in live mode",
+    )
+
+
+@pytest.mark.parametrize(
+    ("risk", "line"),
+    [
+        (
+            {"stop_loss_ticks": 8, "stop_atr": 1.5},
+            "c.yaml: risk.stop_atr = 1.5: a stop in ATRs and in ticks (stop_loss_ticks 8): set one",
+        ),
+        (
+            {"take_profit_ticks": 16, "target_atr": 2.0},
+            "c.yaml: risk.target_atr = 2.0: a target in ATRs and in ticks (take_profit_ticks 16): "
+            "set one",
+        ),
+        (
+            {"size_tiers": [[0, 1], [1500, 2], [1500, 3]]},
+            "c.yaml: risk.size_tiers = [[0.0, 1], [1500.0, 2], [1500.0, 3]]: min_balance must "
+            "ascend strictly: 1500 after 1500",
+        ),
+    ],
+    ids=["stop-twice", "target-twice", "tiers-not-ascending"],
+)
+def test_risk_model_conflicts_are_errors_naming_key_and_value(
+    risk: dict[str, Any], line: str
+) -> None:
+    assert problems_of({"risk": risk}) == (line,)
+
+
+@pytest.mark.parametrize(
+    ("risk", "line"),
+    [
+        (
+            {"size_tiers": [[0]]},
+            "c.yaml: risk.size_tiers = [[0]]: must be a list of [min_balance, contracts] pairs, "
+            "e.g. [[0, 1], [1500, 2]]",
+        ),
+        (
+            {"reduce_size_factor": 1.5},
+            "c.yaml: risk.reduce_size_factor = 1.5: must be a number > 0 and <= 1",
+        ),
+        (
+            {"reduce_size_at": "25:00"},
+            "c.yaml: risk.reduce_size_at = '25:00': must be a time \"HH:MM\"",
+        ),
+    ],
+    ids=["tier-shape", "factor-above-one", "reduce-at-not-a-time"],
+)
+def test_risk_model_values_are_checked(risk: dict[str, Any], line: str) -> None:
+    assert problems_of({"risk": risk}) == (line,)
+
+
+def test_risk_model_settings_reach_the_engine() -> None:
+    cfg = config_from_dict(
+        {
+            "risk": {
+                "size_tiers": [[0, 1], [1200, 2]],
+                "reduce_size_at": "14:00",
+                "stop_atr": 1.5,
+                "trail_ticks": 10,
+            },
+            "costs": {"slippage_model": "adaptive", "low_volume": 100, "high_vol_atr": 2.0},
+        },
+        env={},
+    )
+    params = engine_params(cfg)
+    assert params["size_tiers"] == [[0.0, 1], [1200.0, 2]]
+    assert params["reduce_size_at"] == 14 * 3600
+    assert (params["stop_atr"], params["trail_ticks"], params["atr_period"]) == (1.5, 10, 14)
+    assert (params["slippage_model"], params["low_volume"], params["high_vol_atr"]) == (
+        "adaptive",
+        100,
+        2.0,
+    )
+    assert cfg.to_dict()["risk"]["size_tiers"] == [[0.0, 1], [1200.0, 2]]
 
 
 @pytest.mark.parametrize(("overrides", "key"), LIVE_REQUIREMENTS)

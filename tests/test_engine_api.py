@@ -335,3 +335,91 @@ def test_a_backtest_flattens_before_the_librarys_early_closes() -> None:
         pl.col("exit_ts").dt.convert_time_zone("America/New_York").dt.strftime("%m-%d %H:%M")
     )
     assert {"11-28 12:50", "11-29 12:50"} <= set(eod.to_series().to_list())
+
+
+# --- SPEC §4.9: the small account's risk model at the engine's boundary ------------------------
+
+RISK_MODEL_KEYS = (
+    "atr_period", "stop_atr", "target_atr", "trail_ticks", "size_tiers", "max_risk_per_trade",
+    "reduce_size_at", "reduce_size_factor", "slippage_model", "low_volume", "high_vol_atr",
+)  # fmt: skip
+
+
+def test_engine_mappings_without_the_risk_model_keys_mean_the_defaults() -> None:
+    p = params(stop_loss_ticks=6)
+    legacy = {k: v for k, v in p.items() if k not in RISK_MODEL_KEYS}
+    s = series()
+    assert backtest_columns(s.columns, legacy)["pnl"].tolist() == (
+        backtest_columns(s.columns, p)["pnl"].tolist()
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"stop_loss_ticks": 4, "stop_atr": 1.0}, "a stop in ticks and in ATRs"),
+        ({"take_profit_ticks": 4, "target_atr": 1.0}, "a target in ticks and in ATRs"),
+        ({"size_tiers": [[1000, 1], [900, 2]]}, "must ascend strictly"),
+        ({"reduce_size_factor": 0.0}, "reduce_size_factor"),
+        ({"slippage_model": "linear"}, "unknown slippage model"),
+        ({"size_tiers": [[1000, 1, 2]]}, "pair"),
+    ],
+)
+def test_risk_model_parameters_are_checked_at_the_boundary(extra: dict[str, Any], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        Engine({**params(), **extra})
+
+
+def test_an_entry_carries_its_atr_distances_and_size_and_refusals_are_counted() -> None:
+    engine = Engine(
+        params(stop_atr=1.5, target_atr=2.25, atr_period=30, size_tiers=[[0, 2]]),
+        simulate_fills=False,
+    )
+    s = series()
+    order = None
+    for i in range(len(s)):
+        order = engine.on_bar(*s.bar(i))
+        if order is not None:
+            break
+    assert order is not None and order["kind"] == "entry" and order["qty"] == 2
+    assert order["stop_loss_ticks"] >= 1 and order["take_profit_ticks"] > order["stop_loss_ticks"]
+    assert i >= 29, "no entry before the ATR(30) is defined"
+    refused = engine.state()["gate_refusals"]
+    assert refused["atr"] > 0 and refused["size"] == 0
+
+
+def test_the_fill_simulator_trails_slips_adaptively_and_snapshots_all_of_it() -> None:
+    adaptive = {"slippage_model": "adaptive", "low_volume": 100, "high_vol_atr": 1.0}
+    sim = FillSimulator({**params(trail_ticks=4), **adaptive})
+    with pytest.raises(ValueError, match="close and volume"):
+        sim.on_bar(MONDAY_0930_EDT, 5000.0, 5001.0, 4999.0)
+    sim.on_bar(MONDAY_0930_EDT - MIN, 5000.0, 5001.0, 4999.0, 5000.0, 10)  # thin: +1 tick
+    sim.submit("BUY", 1, "entry", None, 0, 0)
+    (entry,) = sim.on_bar(MONDAY_0930_EDT, 5000.0, 5003.0, 5000.0, 5002.0, 500)
+    assert entry["price"] == 5000.5
+    clone = FillSimulator.restore(sim.snapshot())
+    assert clone.snapshot() == sim.snapshot()
+    fills = clone.on_bar(MONDAY_0930_EDT + MIN, 5001.5, 5001.5, 5001.0, 5001.0, 500)
+    assert [(f["price"], f["reason"]) for f in fills] == [(5001.25, "trail")]  # 5001.5 − 1 tick
+    with pytest.raises(ValueError, match="another version"):
+        FillSimulator.restore(sim.snapshot()[3:])
+
+
+@pytest.mark.parametrize(
+    ("case", "refused"),
+    [
+        ("12_trailing_stop", {"atr": 15, "size": 0}),  # while ATR(480) is undefined
+        ("14_reduce_size_late", {"atr": 0, "size": 145}),  # 1 contract x 0.5 after 14:00
+    ],
+)
+def test_a_backtest_counts_the_entries_refused_for_atr_and_size(
+    case: str, refused: dict[str, int]
+) -> None:
+    """The counts the conformance README states for these cases (SPEC §4.9 gate reasons)."""
+    folder = CONFORMANCE_RISK / case
+    bars = read_bars(folder.parent / (folder / "data").read_text().strip())
+    result = run_backtest(
+        bars, config_from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    )
+    assert result.gate_refusals == refused
+    assert "refused entries" in result.summary()

@@ -1,7 +1,8 @@
 """Properties of the engine over random bar series and configurations (hypothesis).
 
 Parity: the batch backtest, the incremental engine and the incremental engine with an outside
-broker are one state machine, and all agree with the independent Python oracle. Invariants: the
+broker are one state machine, and all agree with the independent Python oracle (on drawn series,
+and with SPEC §4.9's rules on real minute bars). Invariants: the
 position never exceeds its size, no entry while halted or outside the entry window, flat after the
 flatten time, no look-ahead, and a snapshot restores the engine exactly.
 """
@@ -18,10 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scalper.bars import read_bars, to_engine_columns
 from scalper.config import config_from_dict
-from scalper.engine import Engine, backtest_columns, engine_params, replay
+from scalper.engine import EXIT_REASONS, Engine, backtest_columns, engine_params, replay
 from tests.reference_engine import merge_params, run_reference
-from tests.strategies import Series, bar_series, make_series, overrides, scenario
+from tests.shared import REAL_DATA
+from tests.strategies import Series, bar_series, make_series, overrides, risk_model, scenario
 
 PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NEW_YORK = ZoneInfo("America/New_York")
@@ -34,7 +37,7 @@ def params_of(cfg_overrides: dict[str, Any]) -> dict[str, Any]:
 
 def batch_trades(series: Series, params: dict[str, Any]) -> list[dict[str, Any]]:
     raw = backtest_columns(series.columns, params)
-    reasons = ["signal", "stop", "target", "max_duration", "eod", "kill", "end_of_data"]
+    reasons = EXIT_REASONS
     return [
         {
             "entry_ts": int(raw["entry_ts"][i]),
@@ -75,21 +78,49 @@ def test_engine_agrees_with_the_python_oracle(case: Any) -> None:
     assert [t["pnl"] for t in got] == pytest.approx([t["pnl"] for t in want], abs=1e-9)
 
 
+@pytest.fixture(scope="module")
+def real_es_minutes() -> Series:
+    """Real ES front-month minute bars (2013 and 2020), traded as MES (same tick)."""
+    return Series(to_engine_columns(read_bars(REAL_DATA / "es_front_1m_2013_2020.csv")), 60)
+
+
+@st.composite
+def risk_model_overrides(draw: st.DrawFn) -> dict[str, Any]:
+    """A configuration with SPEC §4.9's rules drawn on, and no account halt to end it early."""
+    cfg = draw(overrides(60))
+    risk_model(draw, cfg["risk"], cfg["costs"])
+    cfg["risk"].update(kill_switch_loss=0, min_account_balance=0)
+    return cfg
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cfg=risk_model_overrides())
+def test_engine_agrees_with_the_oracle_on_real_minute_bars(
+    real_es_minutes: Series, cfg: dict[str, Any]
+) -> None:
+    got = batch_trades(real_es_minutes, params_of(cfg))
+    want = run_reference(real_es_minutes.ref_bars(), merge_params(cfg))
+    assert [[t[f] for f in FIELDS] for t in got] == [[t[f] for f in FIELDS] for t in want]
+    assert [t["pnl"] for t in got] == pytest.approx([t["pnl"] for t in want], abs=1e-9)
+
+
 @PROPERTY
 @given(scenario())
 def test_position_limits_halt_and_entry_window_hold_at_every_bar(case: Any) -> None:
     series, cfg = case
     params = params_of(cfg)
     engine = Engine(params)
+    tiers = params["size_tiers"]
+    most = max(q for _, q in tiers) if tiers else params["position_size"]
     for i in range(len(series)):
         halted_before = engine.state()["halted"]
         order = engine.on_bar(*series.bar(i))
         state = engine.state()
-        assert abs(state["position"]) <= params["position_size"]
+        assert abs(state["position"]) <= most
         if order is not None and order["kind"] == "entry":
             assert not halted_before and not state["halted"]
             assert params["entry_start"] <= local_seconds(order["decided_ts"]) < params["entry_end"]
-            assert order["qty"] == params["position_size"]
+            assert 1 <= order["qty"] <= most
 
 
 @PROPERTY
@@ -165,6 +196,12 @@ def test_sweep_equals_one_backtest_per_parameter_set(series: Series) -> None:
         for ez in (1.3, 2.1)
         for xz in (0.0, 0.6)
         for sl in (0, 6)
+    ] + [  # SPEC §4.9: the ATR series is shared between sets of one window
+        {"stop_atr": sa, "atr_period": n, "trail_ticks": tt, "max_risk_per_trade": mr}
+        for sa in (0.7, 1.9)
+        for n in (5, 14)
+        for tt in (0, 8)
+        for mr in (0.0, 7.5)
     ]
     base = params_of({"strategy": {"bar_seconds": series.bar_seconds}})
     sets = [{**base, **g} for g in grid] + [{**base, "strategy": "rsi", "period": 9}]

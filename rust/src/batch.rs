@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::calendar::SessionClock;
-use crate::indicators::Indicator;
+use crate::indicators::{Atr, Indicator};
 use crate::machine::{step, Bar, BarContext, Book, Trade};
 use crate::metrics::{Metrics, MetricsAcc};
 use crate::params::Params;
@@ -65,13 +65,14 @@ pub trait Recorder {
 }
 
 /// Runs SPEC §4 over all bars: no decision at the last bar, then the end-of-data close.
+/// Returns the final book (its account and the gate's refusal counts).
 #[inline(always)]
 pub fn run<R: Recorder>(
     p: &Params,
     cols: &Columns,
     mut context: impl FnMut(usize) -> BarContext,
     rec: &mut R,
-) {
+) -> Book {
     let n = cols.len();
     let mut book = Book::default();
     let mut sim = FillSim::default();
@@ -99,6 +100,7 @@ pub fn run<R: Recorder>(
         }
         rec.bar(p, &book, bar.close);
     }
+    book
 }
 
 /// Everything a single backtest returns.
@@ -109,6 +111,9 @@ pub struct BacktestOutput {
     pub session_days: Vec<i32>,
     pub session_pnl: Vec<f64>,
     pub metrics: Metrics,
+    /// Entries the risk gate refused for want of an ATR, and for a size of 0 (SPEC §4.9).
+    pub refused_atr: u64,
+    pub refused_size: u64,
 }
 
 struct FullRecorder {
@@ -166,6 +171,7 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
     cols.check()?;
     let mut clock = SessionClock::new(&p.timezone, p.session_end)?;
     let mut indicator = Indicator::for_rule(&p.rule);
+    let mut atr = p.reads_atr().then(|| Atr::new(p.atr_period));
     let mut rec = FullRecorder {
         acc: MetricsAcc::new(p.starting_capital),
         trades: Vec::new(),
@@ -173,13 +179,14 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
         session_days: Vec::new(),
         session_pnl: Vec::new(),
     };
-    run(
+    let book = run(
         p,
         cols,
         |i| BarContext {
             session_day: clock.local(cols.ts[i]).session_day,
             close_seconds: clock.local(cols.ts[i] + p.bar_ns).seconds_of_day,
             indicator: indicator.update(cols.close[i]),
+            atr: atr.as_mut().map_or(f64::NAN, |a| a.update(cols.high[i], cols.low[i], cols.close[i])),
         },
         &mut rec,
     );
@@ -189,6 +196,8 @@ pub fn backtest(p: &Params, cols: &Columns) -> Result<BacktestOutput, String> {
         equity: rec.equity,
         session_days: rec.session_days,
         session_pnl: rec.session_pnl,
+        refused_atr: book.refused_atr,
+        refused_size: book.refused_size,
     })
 }
 
@@ -225,11 +234,16 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
         rules.dedup_by_key(|(k, _)| *k);
         let indicators: HashMap<(u8, usize), Vec<f64>> =
             rules.par_iter().map(|(key, rule)| (*key, Indicator::series(rule, cols.close))).collect();
+        let mut periods: Vec<usize> = sets.iter().filter(|p| p.reads_atr()).map(|p| p.atr_period).collect();
+        periods.sort_unstable();
+        periods.dedup();
+        let atrs: HashMap<usize, Vec<f64>> = periods.par_iter().map(|&n| (n, atr_series(n, cols))).collect();
         Ok(sets
             .par_iter()
             .map(|p| {
                 let cal = &calendars[&p.calendar_key()];
                 let ind = &indicators[&p.rule.indicator_key()];
+                let atr: &[f64] = if p.reads_atr() { &atrs[&p.atr_period] } else { &[] };
                 let mut rec = MetricsOnly(MetricsAcc::new(p.starting_capital));
                 run(
                     p,
@@ -238,6 +252,7 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
                         session_day: cal.session_day[i],
                         close_seconds: cal.close_seconds[i],
                         indicator: ind[i],
+                        atr: atr.get(i).copied().unwrap_or(f64::NAN),
                     },
                     &mut rec,
                 );
@@ -245,4 +260,10 @@ pub fn sweep(sets: &[Params], cols: &Columns, threads: Option<usize>) -> Result<
             })
             .collect())
     })
+}
+
+/// The ATR over the bar columns (what sweeps share between parameter sets).
+fn atr_series(period: usize, cols: &Columns) -> Vec<f64> {
+    let mut atr = Atr::new(period);
+    (0..cols.len()).map(|i| atr.update(cols.high[i], cols.low[i], cols.close[i])).collect()
 }

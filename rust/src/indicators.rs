@@ -124,6 +124,60 @@ impl WilderRsi {
     }
 }
 
+/// Wilder's ATR (SPEC §4.9): the true range is `high − low` on the first bar of the data, else
+/// also against the previous close; the first value is the simple mean of the first `period`
+/// true ranges (summed in bar order), then `atr = (prev·(period − 1) + tr) / period`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Atr {
+    period: usize,
+    prev_close: f64,
+    seen: usize,
+    value: f64,
+}
+
+impl Atr {
+    pub fn new(period: usize) -> Self {
+        Atr { period: period.max(1), prev_close: f64::NAN, seen: 0, value: 0.0 }
+    }
+
+    pub fn period(&self) -> usize {
+        self.period
+    }
+
+    /// Adds a bar, returns the ATR including it (NaN while undefined).
+    #[inline(always)]
+    pub fn update(&mut self, high: f64, low: f64, close: f64) -> f64 {
+        let range = high - low;
+        let tr = if self.prev_close.is_nan() {
+            range
+        } else {
+            range.max((high - self.prev_close).abs()).max((low - self.prev_close).abs())
+        };
+        self.prev_close = close;
+        let n = self.period as f64;
+        self.seen += 1;
+        if self.seen <= self.period {
+            self.value += tr;
+            if self.seen < self.period {
+                return f64::NAN;
+            }
+            self.value /= n;
+        } else {
+            self.value = (self.value * (n - 1.0) + tr) / n;
+        }
+        self.value
+    }
+
+    /// The current value (NaN while undefined).
+    pub fn value(&self) -> f64 {
+        if self.seen >= self.period {
+            self.value
+        } else {
+            f64::NAN
+        }
+    }
+}
+
 /// The indicator a rule reads, as one value type so the engine state can own and snapshot it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Indicator {
@@ -198,5 +252,13 @@ mod tests {
         assert_eq!(r.update(4.0), 100.0);
         // avg_gain = (1*2 + 0)/3, avg_loss = (0*2 + 2)/3 -> rs = 1 -> 50
         assert!((r.update(2.0) - 50.0).abs() < 1e-12);
+    }
+    #[test]
+    fn atr_is_the_mean_of_the_first_true_ranges_then_wilder_smoothed() {
+        let mut a = Atr::new(2);
+        assert!(a.update(10.0, 9.0, 9.5).is_nan()); // tr 1 (first bar: high - low)
+        assert_eq!(a.update(12.0, 11.0, 11.5), 1.75); // tr max(1, 2.5, 1.5) = 2.5
+        assert_eq!(a.update(11.5, 11.0, 11.0), 1.125); // tr 0.5: (1.75 + 0.5) / 2
+        assert_eq!(a.value(), 1.125);
     }
 }

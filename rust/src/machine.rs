@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{in_window, SessionClock};
-use crate::indicators::Indicator;
+use crate::indicators::{Atr, Indicator};
 use crate::params::{Params, SessionTimes};
 use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
 
@@ -65,6 +65,8 @@ pub struct BarContext {
     pub close_seconds: i32,
     /// Indicator value after this bar's close (NaN while undefined).
     pub indicator: f64,
+    /// The ATR at this bar (NaN while undefined, or when nothing reads it).
+    pub atr: f64,
 }
 
 /// Position, daily risk counters and the account, everything a decision depends on.
@@ -90,6 +92,9 @@ pub struct Book {
     pub order_seq: u32,
     /// This session's entry end and flatten time (moved by an early close, SPEC §4.9).
     pub times: SessionTimes,
+    /// Entries the risk gate refused for want of an ATR, and for a size of 0 (SPEC §4.9).
+    pub refused_atr: u64,
+    pub refused_size: u64,
 }
 
 impl Default for Book {
@@ -111,6 +116,8 @@ impl Default for Book {
             in_flight: None,
             order_seq: 0,
             times: SessionTimes { entry_end: 0, flatten_at: 0 },
+            refused_atr: 0,
+            refused_size: 0,
         }
     }
 }
@@ -191,23 +198,74 @@ impl Book {
 
     /// SPEC §4.5–4.6: the decision at a bar's close `c`, as a market order for the next bar.
     #[inline(always)]
-    pub fn decide(&mut self, p: &Params, c: i64, close_seconds: i32, volume: i64, x: f64) -> Option<Order> {
+    pub fn decide(
+        &mut self,
+        p: &Params,
+        c: i64,
+        close_seconds: i32,
+        volume: i64,
+        x: f64,
+        atr: f64,
+    ) -> Option<Order> {
         if self.in_flight.is_some() {
             return None;
         }
         let order = if self.side != 0 {
             let reason = self.exit_reason(p, c, close_seconds, x)?;
-            Order { action: -self.side, qty: self.qty, kind: OrderKind::Exit(reason) }
+            Order::exit(-self.side, self.qty, reason)
         } else {
             let side = p.rule.entry_side(x);
             if side == 0 || volume < p.min_volume || !self.gate_open(p, c, close_seconds) {
                 return None;
             }
-            Order { action: side, qty: p.position_size, kind: OrderKind::Entry }
+            self.sized_entry(p, side, close_seconds, atr)?
         };
         self.in_flight = Some(order);
         self.order_seq += 1;
         Some(order)
+    }
+
+    /// The last gate checks of SPEC §4.9: the stop and target distances (refused, reason `atr`,
+    /// when they are in ATRs and the ATR is undefined), then the size (refused at 0, `size`).
+    #[inline(always)]
+    fn sized_entry(&mut self, p: &Params, side: i8, close_seconds: i32, atr: f64) -> Option<Order> {
+        let mut stop_ticks = p.stop_loss_ticks;
+        let mut target_ticks = p.take_profit_ticks;
+        if p.decides_on_atr() {
+            if atr.is_nan() {
+                self.refused_atr += 1;
+                return None;
+            }
+            if p.stop_atr > 0.0 {
+                stop_ticks = p.atr_ticks(p.stop_atr, atr);
+            }
+            if p.target_atr > 0.0 {
+                target_ticks = p.atr_ticks(p.target_atr, atr);
+            }
+        }
+        let qty = self.entry_size(p, close_seconds, stop_ticks);
+        if qty <= 0 {
+            self.refused_size += 1;
+            return None;
+        }
+        Some(Order { action: side, qty, kind: OrderKind::Entry, stop_ticks, target_ticks })
+    }
+
+    /// SPEC §4.9 position size: the balance's tier, reduced late in the day, capped by the
+    /// dollars the initial stop may lose.
+    #[inline(always)]
+    fn entry_size(&self, p: &Params, close_seconds: i32, stop_ticks: i64) -> i64 {
+        let mut q = p.tier_size(p.starting_capital + self.cumulative_pnl);
+        if let Some(at) = p.reduce_size_at {
+            if in_window(close_seconds, at, p.session_end) {
+                q = (q as f64 * p.reduce_size_factor).floor() as i64;
+            }
+        }
+        if p.max_risk_per_trade > 0.0 && stop_ticks > 0 {
+            let risk = stop_ticks as f64 * p.tick_size * p.point_value;
+            q = q.min((p.max_risk_per_trade / risk + 1e-9).floor() as i64);
+        }
+        q
     }
 
     #[inline(always)]
@@ -251,14 +309,14 @@ pub fn step(
     mut on_fill: impl FnMut(&Fill, Option<Trade>),
 ) -> Option<Order> {
     book.roll(p, at.session_day);
-    sim.on_bar(p, bar.ts, bar.open, bar.high, bar.low, |fill| {
+    sim.on_bar(p, bar, at.atr, |fill| {
         let trade = book.apply_fill(p, &fill);
         on_fill(&fill, trade);
     });
     if !decide {
         return None;
     }
-    let order = book.decide(p, bar.ts + p.bar_ns, at.close_seconds, bar.volume, at.indicator);
+    let order = book.decide(p, bar.ts + p.bar_ns, at.close_seconds, bar.volume, at.indicator, at.atr);
     if let Some(order) = order {
         sim.submit(order);
     }
@@ -273,6 +331,8 @@ pub struct Engine {
     #[serde(skip, default)]
     clock: Option<SessionClock>,
     indicator: Indicator,
+    /// The ATR of SPEC §4.9, kept only when decisions or the simulated slippage read it.
+    atr: Option<Atr>,
     pub book: Book,
     /// `Some` when the engine fills its own orders (backtest semantics, paper trading).
     pub sim: Option<FillSim>,
@@ -285,13 +345,14 @@ pub struct Engine {
 pub type BarOutcome = (Option<Order>, Vec<(Fill, Option<Trade>)>);
 
 /// Snapshot format version; bump when the serialized layout changes.
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
 
 impl Engine {
     pub fn new(params: Params, simulate_fills: bool) -> Result<Self, String> {
         let clock = SessionClock::new(&params.timezone, params.session_end)?;
         Ok(Engine {
             indicator: Indicator::for_rule(&params.rule),
+            atr: params.reads_atr().then(|| Atr::new(params.atr_period)),
             clock: Some(clock),
             params,
             book: Book::default(),
@@ -323,7 +384,8 @@ impl Engine {
         let close_ts = bar.ts + self.params.bar_ns;
         let session_day = self.clock().local(bar.ts).session_day;
         let close_seconds = self.clock().local(close_ts).seconds_of_day;
-        let at = BarContext { session_day, close_seconds, indicator: self.indicator.update(bar.close) };
+        let atr = self.atr.as_mut().map_or(f64::NAN, |a| a.update(bar.high, bar.low, bar.close));
+        let at = BarContext { session_day, close_seconds, indicator: self.indicator.update(bar.close), atr };
         self.last_bar = Some(bar);
         self.bars_seen += 1;
         let mut fills = Vec::new();
@@ -331,7 +393,7 @@ impl Engine {
             Some(sim) => step(&self.params, &mut self.book, sim, &bar, &at, true, |f, t| fills.push((*f, t))),
             None => {
                 self.book.roll(&self.params, at.session_day);
-                self.book.decide(&self.params, close_ts, close_seconds, bar.volume, at.indicator)
+                self.book.decide(&self.params, close_ts, close_seconds, bar.volume, at.indicator, at.atr)
             }
         };
         Ok((order, fills))
@@ -376,8 +438,7 @@ impl Engine {
         if self.book.side == 0 || self.book.in_flight.is_some() {
             return None;
         }
-        let order =
-            Order { action: -self.book.side, qty: self.book.qty, kind: OrderKind::Exit(ExitReason::Kill) };
+        let order = Order::exit(-self.book.side, self.book.qty, ExitReason::Kill);
         self.book.in_flight = Some(order);
         self.book.order_seq += 1;
         if let Some(sim) = self.sim.as_mut() {
@@ -388,7 +449,8 @@ impl Engine {
 
     /// New parameters from the next bar on (the stream applies approved parameters at a session
     /// roll). Position, account and risk counters carry over; the indicator is rebuilt from
-    /// `recent_closes` (oldest first) so that a new lookback is warm at once.
+    /// `recent_closes` (oldest first) so that a new lookback is warm at once. The ATR carries
+    /// over while its period stays; a new period starts it again (closes alone cannot warm it).
     pub fn reload(&mut self, params: Params, recent_closes: &[f64]) -> Result<(), String> {
         let clock = SessionClock::new(&params.timezone, params.session_end)?;
         let mut indicator = Indicator::for_rule(&params.rule);
@@ -398,6 +460,8 @@ impl Engine {
         if let Some(day) = self.book.session_day {
             self.book.times = params.session_times(day); // the running session's, by the new rules
         }
+        let same_atr = self.atr.as_ref().filter(|a| a.period() == params.atr_period).cloned();
+        self.atr = params.reads_atr().then(|| same_atr.unwrap_or_else(|| Atr::new(params.atr_period)));
         self.clock = Some(clock);
         self.indicator = indicator;
         self.params = params;
@@ -455,10 +519,11 @@ mod tests {
     #[test]
     fn early_close_flattens_at_its_own_flatten_time() {
         let p = thanksgiving();
-        let eod = Some(Order { action: -1, qty: 1, kind: OrderKind::Exit(ExitReason::Eod) });
-        assert_eq!(long_book(&p, EARLY).decide(&p, 0, 12 * H + 50 * 60, 0, f64::NAN), eod);
-        assert_eq!(long_book(&p, EARLY).decide(&p, 0, 12 * H + 49 * 60, 0, f64::NAN), None);
-        assert_eq!(long_book(&p, EARLY + 1).decide(&p, 0, 12 * H + 50 * 60, 0, f64::NAN), None);
+        let eod = Some(Order::exit(-1, 1, ExitReason::Eod));
+        let nan = f64::NAN;
+        assert_eq!(long_book(&p, EARLY).decide(&p, 0, 12 * H + 50 * 60, 0, nan, nan), eod);
+        assert_eq!(long_book(&p, EARLY).decide(&p, 0, 12 * H + 49 * 60, 0, nan, nan), None);
+        assert_eq!(long_book(&p, EARLY + 1).decide(&p, 0, 12 * H + 50 * 60, 0, nan, nan), None);
     }
 
     #[test]
@@ -481,5 +546,79 @@ mod tests {
         assert_eq!(restored.params.early_closes, vec![(EARLY, 13 * H)]);
         engine.reload(Params::default(), &[]).unwrap(); // new rules without the early close
         assert_eq!(engine.book.times, Params::default().session_times(EARLY));
+    }
+
+    fn sized(p: &Params, cumulative_pnl: f64, close_seconds: i32, atr: f64) -> (Option<Order>, Book) {
+        let mut book = Book { cumulative_pnl, ..Book::default() };
+        book.roll(p, 0);
+        let order = book.decide(p, 0, close_seconds, 0, -9.0, atr); // z = −9: a long entry
+        (order, book)
+    }
+
+    /// §4.9 sizing: tier, then `reduce_size_at` (3 × 0.7 floors to 2), then the risk cap, which
+    /// reads the initial stop distance (here 12 ticks = $15 a contract: 45 / 15 = 3 exactly).
+    #[test]
+    fn size_is_the_tier_reduced_late_then_capped_by_the_risk_of_the_stop() {
+        let p = Params {
+            size_tiers: vec![(0.0, 1), (1040.0, 2), (1200.0, 4)],
+            max_risk_per_trade: 45.0,
+            stop_loss_ticks: 12,
+            reduce_size_at: Some(14 * H),
+            reduce_size_factor: 0.7,
+            daily_loss_limit: 0.0,
+            ..Params::default()
+        };
+        let morning = 10 * H;
+        assert_eq!(sized(&p, 0.0, morning, f64::NAN).0.unwrap().qty, 1);
+        assert_eq!(sized(&p, 40.0, morning, f64::NAN).0.unwrap().qty, 2);
+        assert_eq!(sized(&p, 300.0, morning, f64::NAN).0.unwrap().qty, 3, "4 capped to 3");
+        assert_eq!(sized(&p, 300.0, 14 * H, f64::NAN).0.unwrap().qty, 2, "floor(4 × 0.7)");
+        // [reduce_size_at, session_end) does not wrap: the evening opens the next session.
+        let all_day = Params { entry_start: 0, entry_end: 24 * H, ..p.clone() };
+        assert_eq!(sized(&all_day, 300.0, 18 * H + 60, f64::NAN).0.unwrap().qty, 3);
+        let (order, book) = sized(&p, 0.0, 14 * H, f64::NAN); // floor(1 × 0.7) = 0
+        assert_eq!((order, book.refused_size), (None, 1));
+        let below = Params { size_tiers: vec![(1001.0, 1)], ..p.clone() };
+        assert_eq!(sized(&below, 0.0, morning, f64::NAN).1.refused_size, 1);
+    }
+
+    /// §4.9: ATR distances are fixed at the decision (ceil, at least 1 tick) and carried by the
+    /// order; an undefined ATR refuses the entry (`atr`), after every check of §4's gate.
+    #[test]
+    fn atr_distances_ride_on_the_order_and_an_undefined_atr_refuses() {
+        let p = Params { stop_atr: 1.5, target_atr: 2.0, daily_loss_limit: 0.0, ..Params::default() };
+        let (order, _) = sized(&p, 0.0, 10 * H, 2.1); // 12.6 → 13 ticks, 16.8 → 17
+        let order = order.unwrap();
+        assert_eq!((order.stop_ticks, order.target_ticks), (13, 17));
+        let (order, book) = sized(&p, 0.0, 10 * H, f64::NAN);
+        assert_eq!((order, book.refused_atr), (None, 1));
+        let (_, closed) = sized(&p, 0.0, 8 * H, f64::NAN); // outside the entry window
+        assert_eq!(closed.refused_atr, 0, "the gate of §4 refused first");
+    }
+
+    /// The trailing state survives a snapshot, and the ATR with it (SPEC §4.9).
+    #[test]
+    fn snapshot_carries_the_atr_and_the_trailing_stop() {
+        let p = Params {
+            trail_ticks: 4,
+            atr_period: 2,
+            adaptive_slippage: true,
+            high_vol_atr: 1.0,
+            ..Params::default()
+        };
+        let mut engine = Engine::new(p, true).unwrap();
+        let entry = Order { action: 1, qty: 1, kind: OrderKind::Entry, stop_ticks: 0, target_ticks: 0 };
+        engine.sim.as_mut().unwrap().submit(entry);
+        for (i, close) in [100.0, 102.0, 104.0].into_iter().enumerate() {
+            let ts = i as i64 * 60_000_000_000;
+            engine
+                .on_bar(Bar { ts, open: close, high: close + 1.0, low: close - 1.0, close, volume: 1 })
+                .unwrap();
+        }
+        assert_eq!(engine.book.side, 1);
+        let restored = Engine::restore(&engine.snapshot()).unwrap();
+        assert_eq!(restored.snapshot(), engine.snapshot());
+        assert_eq!(restored.sim.as_ref().unwrap().brackets(), (Some(104.0), None)); // 105 − 1
+        assert_eq!(restored.atr.as_ref().unwrap().value(), engine.atr.as_ref().unwrap().value());
     }
 }

@@ -108,6 +108,24 @@ pub struct Params {
     /// Seconds before an early close that entries end and positions flatten.
     pub early_entry_end: i32,
     pub early_flatten: i32,
+    /// SPEC §4.9, every rule off by default. Wilder ATR window (bars).
+    pub atr_period: usize,
+    /// Stop and target distances in ATRs at the decision (0 = in ticks, or none).
+    pub stop_atr: f64,
+    pub target_atr: f64,
+    /// Trailing stop distance from the extreme since the entry fill (0 = none).
+    pub trail_ticks: i64,
+    /// `(min_balance, contracts)`, strictly ascending; empty = `position_size`.
+    pub size_tiers: Vec<(f64, i64)>,
+    /// Dollars an entry may lose at its initial stop (0 = no cap).
+    pub max_risk_per_trade: f64,
+    /// Local seconds of day from which entries are `reduce_size_factor` smaller (None = never).
+    pub reduce_size_at: Option<i32>,
+    pub reduce_size_factor: f64,
+    /// `slippage_model: adaptive`: one tick more after a thin bar, one more after a wild one.
+    pub adaptive_slippage: bool,
+    pub low_volume: i64,
+    pub high_vol_atr: f64,
 }
 
 /// The session times that can move with the exchange calendar, for one session.
@@ -122,6 +140,40 @@ impl Params {
     #[inline(always)]
     pub fn slippage(&self) -> f64 {
         self.slippage_ticks as f64 * self.tick_size
+    }
+
+    /// Whether decisions read the ATR (stop or target in ATRs).
+    #[inline(always)]
+    pub fn decides_on_atr(&self) -> bool {
+        self.stop_atr > 0.0 || self.target_atr > 0.0
+    }
+
+    /// Whether the slippage of a bar reads the previous bar's ATR.
+    #[inline(always)]
+    pub fn slips_on_atr(&self) -> bool {
+        self.adaptive_slippage && self.high_vol_atr > 0.0
+    }
+
+    /// Whether anything reads the ATR (else it is never computed).
+    #[inline(always)]
+    pub fn reads_atr(&self) -> bool {
+        self.decides_on_atr() || self.slips_on_atr()
+    }
+
+    /// A distance of `multiple` ATRs in whole ticks, rounded up, at least 1 (SPEC §4.9).
+    #[inline(always)]
+    pub fn atr_ticks(&self, multiple: f64, atr: f64) -> i64 {
+        ((multiple * atr / self.tick_size - 1e-6).ceil() as i64).max(1)
+    }
+
+    /// The contracts of the last size tier the balance reaches (`position_size` without tiers,
+    /// 0 below the first tier).
+    #[inline(always)]
+    pub fn tier_size(&self, balance: f64) -> i64 {
+        if self.size_tiers.is_empty() {
+            return self.position_size;
+        }
+        self.size_tiers.iter().take_while(|&&(min, _)| min <= balance).last().map_or(0, |&(_, q)| q)
     }
 
     /// `entry_end` and `flatten_at` of session `day`: on an early close `E`,
@@ -180,6 +232,17 @@ impl Default for Params {
             early_closes: Vec::new(),
             early_entry_end: 20 * 60,
             early_flatten: 10 * 60,
+            atr_period: 14,
+            stop_atr: 0.0,
+            target_atr: 0.0,
+            trail_ticks: 0,
+            size_tiers: Vec::new(),
+            max_risk_per_trade: 0.0,
+            reduce_size_at: None,
+            reduce_size_factor: 0.5,
+            adaptive_slippage: false,
+            low_volume: 0,
+            high_vol_atr: 0.0,
         }
     }
 }
@@ -213,5 +276,22 @@ mod tests {
             p.session_times(7),
             SessionTimes { entry_end: 16 * H + 15 * 60, flatten_at: 16 * H + 25 * 60 }
         );
+    }
+
+    #[test]
+    fn atr_distances_round_up_to_whole_ticks_and_at_least_one() {
+        let p = Params::default();
+        assert_eq!(p.atr_ticks(1.5, 2.0), 12); // exactly 12 ticks stays 12
+        assert_eq!(p.atr_ticks(1.5, 2.01), 13);
+        assert_eq!(p.atr_ticks(1.0, 0.01), 1);
+    }
+
+    #[test]
+    fn the_last_tier_reached_sets_the_size() {
+        let p = Params { size_tiers: vec![(500.0, 1), (1040.0, 2), (1200.0, 4)], ..Params::default() };
+        assert_eq!(p.tier_size(499.99), 0);
+        assert_eq!(p.tier_size(1040.0), 2);
+        assert_eq!(p.tier_size(5000.0), 4);
+        assert_eq!(Params::default().tier_size(0.0), 1);
     }
 }

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::batch::{self, Columns};
+use crate::indicators::Atr;
 use crate::machine::{Bar, Engine, Trade};
 use crate::metrics::Metrics;
 use crate::params::{Params, Rule, NS_PER_MIN, NS_PER_SEC};
@@ -14,7 +15,7 @@ use crate::sim::{ExitReason, Fill, FillSim, Order, OrderKind};
 use crate::wire;
 
 /// The keys of the flat parameter mapping built by `scalper.engine.engine_params`.
-const PARAM_KEYS: [&str; 34] = [
+const PARAM_KEYS: [&str; 45] = [
     "tick_size",
     "point_value",
     "bar_seconds",
@@ -49,10 +50,21 @@ const PARAM_KEYS: [&str; 34] = [
     "early_closes",
     "early_entry_end_minutes",
     "early_flatten_minutes",
+    "atr_period",
+    "stop_atr",
+    "target_atr",
+    "trail_ticks",
+    "size_tiers",
+    "max_risk_per_trade",
+    "reduce_size_at",
+    "reduce_size_factor",
+    "slippage_model",
+    "low_volume",
+    "high_vol_atr",
 ];
 
-/// Keys that may be left out, with the value they then take: no early closes (SPEC §4.9
-/// defaults), so a mapping written before the exchange calendar existed still means the same.
+/// Keys that may be left out, with the value they then take: the SPEC §5 defaults of the §4.9
+/// rules (all off), so a mapping written before them still means the same.
 fn get_or<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
     if d.contains(key)? {
         get(d, key)
@@ -74,6 +86,24 @@ fn early_closes(d: &Bound<'_, PyDict>) -> PyResult<Vec<(i32, i32)>> {
         )));
     }
     Ok(closes)
+}
+
+/// `size_tiers`: `[min_balance, contracts]` pairs, as lists or tuples.
+fn size_tiers(d: &Bound<'_, PyDict>) -> PyResult<Vec<(f64, i64)>> {
+    let items: Vec<Bound<'_, PyAny>> = get_or(d, "size_tiers", Vec::new())?;
+    items
+        .iter()
+        .map(|tier| {
+            let pair: Vec<Bound<'_, PyAny>> = tier.extract()?;
+            match pair.as_slice() {
+                [balance, contracts] => Ok((balance.extract()?, contracts.extract()?)),
+                _ => Err(value_error(format!(
+                    "engine parameter \"size_tiers\": {tier} is not a [min_balance, contracts] pair"
+                ))),
+            }
+        })
+        .collect::<PyResult<_>>()
+        .map_err(|e| value_error(format!("engine parameter \"size_tiers\": {e}")))
 }
 
 fn value_error(msg: impl Into<String>) -> PyErr {
@@ -134,7 +164,23 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Params> {
         early_closes: early_closes(d)?,
         early_entry_end: get_or::<i32>(d, "early_entry_end_minutes", 20)? * 60,
         early_flatten: get_or::<i32>(d, "early_flatten_minutes", 10)? * 60,
+        atr_period: get_or(d, "atr_period", 14)?,
+        stop_atr: get_or(d, "stop_atr", 0.0)?,
+        target_atr: get_or(d, "target_atr", 0.0)?,
+        trail_ticks: get_or(d, "trail_ticks", 0)?,
+        size_tiers: size_tiers(d)?,
+        max_risk_per_trade: get_or(d, "max_risk_per_trade", 0.0)?,
+        reduce_size_at: get_or(d, "reduce_size_at", None)?,
+        reduce_size_factor: get_or(d, "reduce_size_factor", 0.5)?,
+        adaptive_slippage: match get_or(d, "slippage_model", "fixed".to_string())?.as_str() {
+            "fixed" => false,
+            "adaptive" => true,
+            other => return Err(value_error(format!("unknown slippage model {other:?}"))),
+        },
+        low_volume: get_or(d, "low_volume", 0)?,
+        high_vol_atr: get_or(d, "high_vol_atr", 0.0)?,
     };
+    risk_model_problem(&p).map_or(Ok(()), |why| Err(value_error(why)))?;
     let window_ok = match p.rule {
         Rule::ZScore { lookback, .. } => lookback >= 2,
         Rule::Rsi { period, .. } => period >= 1,
@@ -144,6 +190,36 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Params> {
         return Err(value_error(format!("engine parameters out of range: {p:?}")));
     }
     Ok(p)
+}
+
+/// Why the SPEC §4.9 parameters cannot be run, if they cannot (the configuration says it
+/// first, with the file and key; this guards the boundary).
+fn risk_model_problem(p: &Params) -> Option<String> {
+    let ascending = p.size_tiers.windows(2).all(|w| w[0].0 < w[1].0);
+    if p.stop_loss_ticks > 0 && p.stop_atr > 0.0 {
+        Some("engine parameters: a stop in ticks and in ATRs at once".to_string())
+    } else if p.take_profit_ticks > 0 && p.target_atr > 0.0 {
+        Some("engine parameters: a target in ticks and in ATRs at once".to_string())
+    } else if !ascending || p.size_tiers.iter().any(|&(b, q)| !b.is_finite() || q < 0) {
+        let tiers = &p.size_tiers;
+        Some(format!(
+            "engine parameter \"size_tiers\": min_balance must ascend strictly, contracts be >= 0: {tiers:?}"
+        ))
+    } else if !(p.reduce_size_factor > 0.0 && p.reduce_size_factor <= 1.0) {
+        Some(format!("engine parameter \"reduce_size_factor\" must be in (0, 1]: {}", p.reduce_size_factor))
+    } else if p.reduce_size_at.is_some_and(|t| !(0..86_400).contains(&t)) {
+        Some(format!("engine parameter \"reduce_size_at\" is not a time of day: {:?}", p.reduce_size_at))
+    } else if p.atr_period < 1
+        || [p.stop_atr, p.target_atr, p.max_risk_per_trade, p.high_vol_atr]
+            .iter()
+            .any(|x| x.is_nan() || *x < 0.0)
+        || p.trail_ticks < 0
+        || p.low_volume < 0
+    {
+        Some(format!("engine parameters out of range: {p:?}"))
+    } else {
+        None
+    }
 }
 
 fn action_name(action: i8) -> &'static str {
@@ -199,8 +275,13 @@ fn order_dict<'py>(
     d.set_item("reason", reason_of(order.kind))?;
     d.set_item("bar_ts", bar.ts)?;
     d.set_item("decided_ts", bar.ts + engine.params.bar_ns)?;
-    d.set_item("stop_loss_ticks", engine.params.stop_loss_ticks)?;
-    d.set_item("take_profit_ticks", engine.params.take_profit_ticks)?;
+    // An entry's bracket is the order's own (fixed at the decision, SPEC §4.9).
+    let (stop, target) = match order.kind {
+        OrderKind::Entry => (order.stop_ticks, order.target_ticks),
+        OrderKind::Exit(_) => (engine.params.stop_loss_ticks, engine.params.take_profit_ticks),
+    };
+    d.set_item("stop_loss_ticks", stop)?;
+    d.set_item("take_profit_ticks", target)?;
     Ok(d)
 }
 
@@ -303,6 +384,10 @@ fn backtest<'py>(
     d.set_item("session_day", out.session_days.into_pyarray(py))?;
     d.set_item("session_pnl", out.session_pnl.into_pyarray(py))?;
     d.set_item("metrics", metrics_dict(py, &out.metrics)?)?;
+    let refused = PyDict::new(py);
+    refused.set_item("atr", out.refused_atr)?;
+    refused.set_item("size", out.refused_size)?;
+    d.set_item("gate_refusals", refused)?;
     Ok(d)
 }
 
@@ -475,6 +560,10 @@ impl PyEngine {
         d.set_item("order_in_flight", b.in_flight.is_some())?;
         d.set_item("order_seq", b.order_seq)?;
         d.set_item("bars_seen", self.inner.bars_seen)?;
+        let refused = PyDict::new(py);
+        refused.set_item("atr", b.refused_atr)?;
+        refused.set_item("size", b.refused_size)?;
+        d.set_item("gate_refusals", refused)?;
         d.set_item("last_bar_ts", self.inner.last_bar.map(|b| b.ts))?;
         Ok(d)
     }
@@ -499,30 +588,53 @@ impl PyEngine {
     }
 }
 
+/// Prefix of a `FillSimulator` snapshot: a tag and the format version (v1 had none).
+const SIMULATOR_SNAPSHOT: [u8; 3] = *b"FS\x02";
+
 /// The simulated broker (fills at the next open with slippage, brackets intrabar), for the paper
 /// broker of the live stream: the same code the backtest fills with.
 #[pyclass(name = "FillSimulator", module = "scalper._engine")]
 struct PyFillSimulator {
     params: Params,
     sim: FillSim,
+    /// The ATR adaptive slippage reads (SPEC §4.9), kept here as the engine keeps its own.
+    atr: Option<Atr>,
 }
 
 #[pymethods]
 impl PyFillSimulator {
     #[new]
     fn new(params: &Bound<'_, PyDict>) -> PyResult<Self> {
-        Ok(PyFillSimulator { params: params_from_dict(params)?, sim: FillSim::default() })
+        let params = params_from_dict(params)?;
+        let atr = params.slips_on_atr().then(|| Atr::new(params.atr_period));
+        Ok(PyFillSimulator { params, sim: FillSim::default(), atr })
     }
 
-    /// Queues a market order for the next bar's open.
-    #[pyo3(signature = (action, qty, kind, reason=None))]
-    fn submit(&mut self, action: &str, qty: i64, kind: &str, reason: Option<&str>) -> PyResult<()> {
-        let kind = match kind {
-            "entry" => OrderKind::Entry,
-            "exit" => exit_kind(reason)?,
+    /// Queues a market order for the next bar's open. An entry's stop and target distances in
+    /// ticks are its own (the engine's order carries them), else the parameters'.
+    #[pyo3(signature = (action, qty, kind, reason=None, stop_ticks=None, target_ticks=None))]
+    fn submit(
+        &mut self,
+        action: &str,
+        qty: i64,
+        kind: &str,
+        reason: Option<&str>,
+        stop_ticks: Option<i64>,
+        target_ticks: Option<i64>,
+    ) -> PyResult<()> {
+        let action = parse_action(action)?;
+        let order = match kind {
+            "entry" => Order {
+                action,
+                qty,
+                kind: OrderKind::Entry,
+                stop_ticks: stop_ticks.unwrap_or(self.params.stop_loss_ticks),
+                target_ticks: target_ticks.unwrap_or(self.params.take_profit_ticks),
+            },
+            "exit" => Order { kind: exit_kind(reason)?, ..Order::exit(action, qty, ExitReason::Signal) },
             other => return Err(value_error(format!("order kind must be entry or exit, not {other:?}"))),
         };
-        self.sim.submit(Order { action: parse_action(action)?, qty, kind });
+        self.sim.submit(order);
         Ok(())
     }
 
@@ -532,6 +644,9 @@ impl PyFillSimulator {
     }
 
     /// Fills produced by one bar (the working order at the open, then stop/target intrabar).
+    /// The adaptive slippage model reads every bar's close and volume (SPEC §4.9).
+    #[pyo3(signature = (ts, open, high, low, close=None, volume=None))]
+    #[allow(clippy::too_many_arguments)]
     fn on_bar<'py>(
         &mut self,
         py: Python<'py>,
@@ -539,9 +654,20 @@ impl PyFillSimulator {
         open: f64,
         high: f64,
         low: f64,
+        close: Option<f64>,
+        volume: Option<i64>,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let (close, volume) = match (close, volume) {
+            (Some(c), Some(v)) => (c, v),
+            _ if self.params.adaptive_slippage => {
+                return Err(value_error("the adaptive slippage model needs each bar's close and volume"))
+            }
+            _ => (open, 0),
+        };
+        let bar = Bar { ts, open, high, low, close, volume };
+        let atr = self.atr.as_mut().map_or(f64::NAN, |a| a.update(high, low, close));
         let mut fills = Vec::new();
-        self.sim.on_bar(&self.params, ts, open, high, low, |f| fills.push(f));
+        self.sim.on_bar(&self.params, &bar, atr, |f| fills.push(f));
         fills.iter().map(|f| fill_dict(py, f)).collect()
     }
 
@@ -566,16 +692,20 @@ impl PyFillSimulator {
     }
 
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes =
-            postcard::to_stdvec(&(&self.params, &self.sim)).map_err(|e| value_error(e.to_string()))?;
+        let mut bytes = SIMULATOR_SNAPSHOT.to_vec();
+        let state = (&self.params, &self.sim, &self.atr);
+        bytes.extend(postcard::to_stdvec(&state).map_err(|e| value_error(e.to_string()))?);
         Ok(PyBytes::new(py, &bytes))
     }
 
     #[staticmethod]
     fn restore(data: &[u8]) -> PyResult<Self> {
-        let (params, sim): (Params, FillSim) = postcard::from_bytes(data)
+        let body = data.strip_prefix(SIMULATOR_SNAPSHOT.as_slice()).ok_or_else(|| {
+            value_error("simulator snapshot of another version (expected the SPEC §4.9 format, v2)")
+        })?;
+        let (params, sim, atr): (Params, FillSim, Option<Atr>) = postcard::from_bytes(body)
             .map_err(|e| value_error(format!("corrupt simulator snapshot: {e}")))?;
-        Ok(PyFillSimulator { params, sim })
+        Ok(PyFillSimulator { params, sim, atr })
     }
 
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<Reduced> {

@@ -106,9 +106,16 @@ class PaperBroker:
             book = self._book(order.symbol)
             accepted = _fits(book, order)
             if accepted:
-                if order.kind == "entry":  # a fresh simulator: flat, with this order's bracket
-                    book.simulator = FillSimulator(_bracketed(self._params[order.symbol], order))
-                book.simulator.submit(order.action, order.qty, order.kind, order.reason)
+                # An entry brings its own bracket (fixed at the decision, SPEC §4.9); the
+                # simulator lives on, because adaptive slippage reads the bars before the fill.
+                book.simulator.submit(
+                    order.action,
+                    order.qty,
+                    order.kind,
+                    order.reason,
+                    order.stop_loss_ticks,
+                    order.take_profit_ticks,
+                )
                 book.working_id = order.client_order_id
                 self._save(order.symbol, book)
             self._ledger.connection.execute(
@@ -175,7 +182,7 @@ class PaperBroker:
             return [f for f in self._ledger.fills_at(symbol, bar.ts) if f.reason != END_OF_DATA]
         working = book.working_id if book.simulator.has_pending() else None
         book.last_ts = bar.ts
-        raw = book.simulator.on_bar(bar.ts, bar.open, bar.high, bar.low)
+        raw = book.simulator.on_bar(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         if not raw:
             return []
         fills = []
@@ -314,16 +321,6 @@ def _fits(book: _Book, order: OrderIntent) -> bool:
     position = book.simulator.position()
     signed = order.qty if order.action == "BUY" else -order.qty
     return position == 0 if order.kind == "entry" else position + signed == 0
-
-
-def _bracketed(params: Mapping[str, Any], order: OrderIntent) -> dict[str, Any]:
-    """The exchange's parameters with the entry's own stop and target distances (a reload of
-    approved parameters may have changed them since the worker started)."""
-    return {
-        **params,
-        "stop_loss_ticks": order.stop_loss_ticks,
-        "take_profit_ticks": order.take_profit_ticks,
-    }
 
 
 def _fill(fill_id: str, order_id: str, symbol: str, raw: Mapping[str, Any]) -> Fill:

@@ -136,8 +136,9 @@ class LiveSettings:
 
     @property
     def max_position(self) -> int:
-        """The sink's position limit in contracts: the configured size, whatever params say."""
-        return self.cfg.risk.position_size
+        """The sink's position limit in contracts: the configured size (the top size tier's,
+        SPEC §4.9), whatever params say."""
+        return self.cfg.risk.max_contracts
 
     @property
     def ledger_path(self) -> Path:
