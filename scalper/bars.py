@@ -171,6 +171,18 @@ def with_ts_column(raw: pl.DataFrame, ts_column: str, source: str) -> pl.DataFra
     return raw.rename({ts_column: "ts"})
 
 
+def check_symbol(bars: pl.DataFrame, symbol: str, source: str) -> None:
+    """A `DataError` when the file's `symbol` column (if it has one) names another instrument
+    than `symbol` (in any case): its bars would be traded or stored as `symbol`'s, with that
+    instrument's point value and rules."""
+    if "symbol" not in bars.columns:
+        return
+    named = set(bars.get_column("symbol").drop_nulls().cast(pl.String).to_list())
+    others = sorted(name for name in named if name.upper() != symbol.upper())
+    if others:
+        raise DataError(f"{source}: holds bars of {', '.join(others)}, not {symbol}")
+
+
 def write_bars(df: pl.DataFrame, path: str | Path) -> None:
     """Write bars as CSV (`ts` as ISO 8601 UTC with `Z`), CSV.gz or Parquet, chosen by suffix.
 

@@ -47,6 +47,7 @@ from scalper.bars import (
     CHECKED_STARTS,
     PRICE_COLUMNS,
     BarFileSpec,
+    check_symbol,
     iso_utc,
     read_bars,
     to_bar_starts,
@@ -157,12 +158,8 @@ def _read_text_csv(
 
 def _read_normalized(path: Path, symbol: str, spec: BarFileSpec) -> pl.DataFrame:
     bars = read_bars(path, spec, restamp=False, bad_bars="keep")
-    if "symbol" in bars.columns:
-        others = sorted(set(bars.get_column("symbol").drop_nulls().to_list()) - {symbol})
-        if others:
-            raise DataError(f"{path}: holds bars of {', '.join(others)}, not {symbol}")
-        bars = bars.drop("symbol")
-    return bars
+    check_symbol(bars, symbol, str(path))
+    return bars.drop("symbol", strict=False)
 
 
 # ---------------------------------------------------------------------------------------------

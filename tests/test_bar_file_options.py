@@ -177,3 +177,25 @@ def test_times_of_another_zone_written_without_an_offset_are_a_warning(
     assert "are the times wall clock of a zone at UTC-0" in warning
     main(command(name, ES_FRONT))  # in UTC: the days open at 18:00 New York
     assert "zone" not in capsys.readouterr().err
+
+
+def test_a_file_naming_another_instrument_is_refused_before_it_is_traded(
+    tmp_path: Path, start_stamped: pl.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file whose `symbol` column says NQ, read with an MES configuration, was backtested,
+    optimized (its approved sets recorded for NQ) and replayed with MES's point value and
+    rules; the import refused it already. Every reader refuses it now; the case of a symbol
+    is no difference."""
+    data = tmp_path / "nq.csv"
+    write_bars(start_stamped.with_columns(symbol=pl.lit("NQ")), data)
+    for argv in (
+        ["backtest", "--config", str(CONFIG), "--data", str(data)],
+        ["optimize", "--data", str(data)],
+        ["stream", "replay", "--data", str(data)],
+    ):
+        assert one_line_error(argv, capsys).endswith(f"{data}: holds bars of NQ, not MES"), argv
+    error = one_line_error(["data", "import", str(data), "--symbol", "ES"], capsys)
+    assert error.endswith(f"{data}: holds bars of NQ, not ES")
+    lower = tmp_path / "mes.csv"
+    write_bars(start_stamped.with_columns(symbol=pl.lit("mes")), lower)
+    assert main(["data", "import", str(lower), "--symbol", "MES"]) == 0

@@ -96,12 +96,14 @@ def read_bar_file(path: str | Path, args: argparse.Namespace, cfg: Config) -> pl
 
     Prices off the instrument's tick grid are a warning of one line with the count: no order
     fills there, so the results are optimistic, but the data is not wrong as such. So are
-    times that may be read wrong (`warn_about_times`).
+    times that may be read wrong (`warn_about_times`). Bars of another instrument (the file's
+    `symbol` column) are refused: they would be judged with this one's point value and rules.
     """
-    from scalper.bars import off_tick_warning, read_bars
+    from scalper.bars import check_symbol, off_tick_warning, read_bars
 
     spec = bar_file_spec(args, cfg.data)
     bars = read_bars(path, spec)
+    check_symbol(bars, cfg.instrument.symbol, str(path))
     warn_about_times(bars, spec, path)
     warning = off_tick_warning(bars, cfg.instrument.tick_size, str(path))
     if warning is not None:

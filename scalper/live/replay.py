@@ -41,7 +41,7 @@ from kafka.errors import KafkaError
 
 from scalper import paths
 from scalper.backtest import trades_from_records, write_trades_csv
-from scalper.bars import BarFileSpec, off_tick_warning, read_bars, time_warnings
+from scalper.bars import BarFileSpec, check_symbol, off_tick_warning, read_bars, time_warnings
 from scalper.config import load_config
 from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker
@@ -125,6 +125,7 @@ def replay(
     cfg = load_config(config)
     spec = spec or BarFileSpec.configured(cfg.data)
     bars = read_bars(data, spec)
+    check_symbol(bars, cfg.instrument.symbol, str(data))
     for warning in time_warnings(bars, spec.stamped, str(data)):
         print(f"warning: {warning}", file=sys.stderr)
     off_tick = off_tick_warning(bars, cfg.instrument.tick_size, str(data))
