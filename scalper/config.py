@@ -1020,6 +1020,22 @@ def _real_money_from_paper_mode(cfg: Config) -> Iterator[_Issue]:
         yield _Issue("broker.account", broker.account, why + live_switch)
 
 
+def _unsupported_at_the_broker(cfg: Config) -> Iterator[_Issue]:
+    """Engine rules the configured broker cannot carry out: refused in every mode.
+
+    A trailing stop lives in the engine and, with the paper broker, in its simulator; the IB
+    adapter places fixed brackets only, so at IB a trailed position would have no stop order
+    at all (and with a fixed stop too, one the engine believes has moved). Until IB's stop
+    follows the engine's, an IB configuration cannot trail.
+    """
+    if cfg.broker.kind == "ibkr" and cfg.risk.trail_ticks:
+        why = (
+            "the IB adapter does not move stop orders yet: at IB the position would have no "
+            "trailing stop; use stop_loss_ticks or stop_atr with broker.kind ibkr"
+        )
+        yield _Issue("risk.trail_ticks", cfg.risk.trail_ticks, why)
+
+
 def _live_requirements(cfg: Config) -> Iterator[_Issue]:
     """What real-money trading needs beyond sound risk limits; meaningless in paper mode."""
     broker = cfg.broker
@@ -1308,6 +1324,7 @@ def _mode_issues(cfg: Config) -> tuple[list[tuple[_Issue, str]], list[_Issue]]:
     day's loader will refuse.
     """
     errors = [(issue, "") for issue in _real_money_from_paper_mode(cfg)]
+    errors += [(issue, "") for issue in _unsupported_at_the_broker(cfg)]
     if cfg.broker.is_live:
         live = itertools.chain(_live_requirements(cfg), _risk_hazards(cfg))
         return errors + [(issue, "; refused in live mode") for issue in live], []

@@ -1058,3 +1058,18 @@ def test_a_switch_takes_yaml_true_or_false_only(value: object) -> None:
         config_from_dict({"ops": {"supervise_worker": value}}, env={})
     assert config_from_dict({"ops": {"supervise_worker": True}}, env={}).ops.supervise_worker
     assert not config_from_dict({}, env={}).ops.supervise_worker  # opt-in: it starts a trader
+
+
+@pytest.mark.parametrize("mode", ["paper", "live"])
+def test_a_trailing_stop_at_ib_is_refused_in_every_mode(mode: str) -> None:
+    # The IB adapter places fixed brackets only: a trailed position would have no stop at IB.
+    overrides = merged(LIVE, {"risk": {"trail_ticks": 12}}) if mode == "live" else {
+        "broker": {"kind": "ibkr", "account": "DU1"}, "risk": {"trail_ticks": 12}}  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict(overrides, source="c.yaml", env={})
+    assert any(
+        line.startswith("c.yaml: risk.trail_ticks = 12: the IB adapter does not move stop orders")
+        for line in refused.value.problems
+    ), refused.value.problems
+    # The paper broker trails in its own simulator: the same rule is legitimate there.
+    assert config_from_dict({"risk": {"trail_ticks": 12}}, env={}).risk.trail_ticks == 12
