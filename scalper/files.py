@@ -33,22 +33,36 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
         # no file to replace, and renaming over it would destroy the device node (as root).
         if stat.S_ISDIR(mode):
             raise ScalperError(f"{path}: is a folder, not a file")
-        with path.open("wb") as stream:
+        with _cannot_write(path):
+            stream = path.open("wb")
+        with stream:
             yield stream
         return
     path = Path(os.path.realpath(path))  # through a symlink: the link stays, its file is replaced
     keep = stat.S_IMODE(path.stat().st_mode) if path.exists() else _NEW_FILE_MODE
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _cannot_write(path):
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, keep)  # mkstemp's 0600 would make a replaced or new file private
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
+        with _cannot_write(path):
+            os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _cannot_write(path: Path) -> Iterator[None]:
+    """Where a file cannot be made at all (a folder the checks saw writable but the file system
+    refuses: /proc, a read-only mount, a permission): one line naming it, not a traceback."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        raise ScalperError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 _NEW_FILE_MODE = 0o644

@@ -139,6 +139,12 @@ def test_an_empty_symbol_or_config_is_refused_not_the_default(tmp_path: Path) ->
     assert_one_line_error(proc, "configuration file: an empty path")
 
 
+def test_a_folder_the_file_system_refuses_is_one_line() -> None:
+    """/proc passes the permission check (as root) but takes no new file."""
+    proc = run(*BACKTEST, "--data", BARS, "--trades-out", "/proc/trades.csv")
+    assert_one_line_error(proc, "cannot write /proc/trades.csv: No such file or directory")
+
+
 def test_trades_out_dash_is_refused_not_a_file_named_dash(tmp_path: Path) -> None:
     proc = subprocess.run(
         [SCALPER, *BACKTEST, "--data", BARS, "--trades-out", "-"],
