@@ -7,9 +7,11 @@ killed before its first snapshot would skip what arrived meanwhile. `scalper str
 ends once (`scalper.live.worker.pin_start_offsets`); a partition reads from its pin until
 Bytewax has a snapshot of its position. Messages enter the dataflow as plain tuples
 `(topic, partition, offset, key, value, published_ns)`: at 50 k bars/s per worker, a richer
-object per message is a measurable share of the budget. `published_ns` is the message's Kafka
-timestamp (the bars topics' is the broker's append time): fixed in the log, so a worker that
-resumes after a crash judges the age of a re-read bar exactly as it did the first time.
+object per message is a measurable share of the budget. `published_ns` is the time the broker
+appended the message (the bars topics stamp so): fixed in the log, so a worker that resumes
+after a crash judges the age of a re-read bar exactly as it did the first time. A message
+stamped by its producer (a topic altered back to `CreateTime`) has none: its producer could
+date an old bar 'now', so the trader judges it by the clock instead.
 
 All topics are those of the run's namespace (`scalper.kafka.topics`): the events the trader
 addresses to `orders`, `fills`, ... go to the namespace's own, so a replay's worker writes
@@ -32,7 +34,13 @@ from __future__ import annotations
 import confluent_kafka
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from scalper.kafka.topics import Namespace
@@ -42,7 +50,7 @@ from scalper.live.settings import LiveSettings
 
 Message = tuple[str, int, int, bytes | None, bytes | None, int | None]
 """A Kafka message as the dataflow sees it: (topic, partition, offset, key, value,
-published_ns), the last None when Kafka has no timestamp for it."""
+published_ns), the last None unless the broker stamped it when appending it."""
 
 BATCH_SIZE = 1_000
 NS_PER_MS = 1_000_000
@@ -92,7 +100,7 @@ class _Partition(StatefulSourcePartition[Message, int]):
                     message.offset(),
                     message.key(),
                     message.value(),
-                    None if kind == TIMESTAMP_NOT_AVAILABLE else stamp * NS_PER_MS,
+                    stamp * NS_PER_MS if kind == TIMESTAMP_LOG_APPEND_TIME else None,
                 )
             )
         if batch:

@@ -462,3 +462,38 @@ def test_a_stale_pid_file_is_never_signalled(tmp_path: Path) -> None:
 def test_several_bootstrap_servers_cannot_be_one_local_broker() -> None:
     with pytest.raises(ScalperError, match="several brokers"):
         KafkaBroker.for_bootstrap("127.0.0.1:9092,127.0.0.1:9093")
+
+
+def test_the_worker_takes_only_the_brokers_stamp_as_a_bars_publication_time(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A bar stamped by its producer (a topic altered back to CreateTime behind the worker's
+    back) carries no publication time into the dataflow: its producer could date an old bar
+    'now'. The trader then judges it by the clock. A broker's stamp is taken as it is."""
+    from kafka import KafkaProducer
+
+    from streams.kafka_io import CONSUMER_CONFIG, _Partition
+
+    admin = admin_client(kafka_broker.bootstrap)
+    try:
+        admin.create_topics({"bars.CTIME": {"num_partitions": 1, "configs": {}}})
+    finally:
+        admin.close()
+    ensure_topics(kafka_broker.bootstrap, ["LATIME"])
+    week_ago_ms = int(time.time() * 1000) - 7 * 86_400_000
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    for topic in ("bars.CTIME", "bars.LATIME"):
+        producer.send(topic, b"bar", key=b"K", timestamp_ms=week_ago_ms).get(10)
+    producer.close()
+    stamps = {}
+    for topic in ("bars.CTIME", "bars.LATIME"):
+        config = {**CONSUMER_CONFIG, "group.id": "stamps", "enable.partition.eof": "true"}
+        part = _Partition({**config, "bootstrap.servers": kafka_broker.bootstrap}, topic, 0, 0)
+        deadline = time.monotonic() + 10
+        batch: list = []
+        while not batch and time.monotonic() < deadline:
+            batch = part.next_batch()
+        part.close()
+        (stamps[topic],) = [message[5] for message in batch]
+    assert stamps["bars.CTIME"] is None
+    assert stamps["bars.LATIME"] > (week_ago_ms + 86_400_000) * 1_000_000

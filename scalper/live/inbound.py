@@ -27,7 +27,8 @@ END_OF_DATA = "end_of_data"
 
 class Inbound(NamedTuple):
     """A decoded message for the trader of `symbol`, with where it came from and when Kafka
-    took it (epoch ns; None when unknown, which a live trader takes as now)."""
+    took it (epoch ns; None when Kafka did not stamp it on append, which a live trader takes
+    as now)."""
 
     symbol: str
     item: Bar | Control
