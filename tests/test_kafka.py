@@ -40,6 +40,7 @@ from scalper.kafka.messages import (
 from scalper.kafka.topics import (
     CONTROL,
     DEAD_LETTER,
+    DEAD_LETTER_MAX_BYTES,
     LIVE,
     Namespace,
     delete_replay_topics,
@@ -109,6 +110,27 @@ def test_a_bars_topic_made_before_it_had_to_be_stamped_by_the_broker_is_brought_
     stamps = [record.timestamp for record in read_topic(kafka_broker.bootstrap, "bars.OLDT")]
     assert len(stamps) == 2
     assert min(stamps) > week_ago_ms + 86_400_000  # the broker's clock, not the producer's
+
+
+def test_a_dead_letter_topic_made_before_it_had_to_hold_a_full_message_is_brought_to_it(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A dead letter carries a whole bad message: on a dead-letter topic with the broker's
+    default size limit it cannot be published, and the worker stops on it at every restart."""
+    namespace = Namespace.of_replay("oldletters")
+    admin = admin_client(kafka_broker.bootstrap)
+    try:
+        admin.create_topics({namespace.dead_letter: {"num_partitions": 1, "configs": {}}})
+    finally:
+        admin.close()
+    ensure_topics(kafka_broker.bootstrap, [], namespace)
+    admin = admin_client(kafka_broker.bootstrap)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, namespace.dead_letter)
+        configs = admin.describe_configs([resource])["topic"][namespace.dead_letter]
+    finally:
+        admin.close()
+    assert configs["max.message.bytes"]["value"] == str(DEAD_LETTER_MAX_BYTES)
 
 
 def test_bars_topics_hold_one_ordered_partition_and_control_one_total_order() -> None:

@@ -56,9 +56,13 @@ KEYED_PARTITIONS = 4
 # when it is not text, plus the reason: it must fit where the original did.
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 
-# Topic configs that protect money, enforced on topics that already exist (the others, such as
-# retention, are the topic owner's to tune).
-ENFORCED_CONFIGS = ("message.timestamp.type",)
+# Topic configs the worker's safety rests on, enforced on topics that already exist (the others,
+# such as retention, are the topic owner's to tune), each with what goes wrong without it.
+ENFORCED_CONFIGS = {
+    "message.timestamp.type": "a live worker would judge bars by the producer's clock",
+    "max.message.bytes": "a dead letter of a full-size bad message would not fit, and the "
+    "worker would stop on it at every restart",
+}
 CONFIG_WAIT_SECONDS = 10.0
 
 # Kafka allows [a-zA-Z0-9._-] in topic names; symbols are short exchange codes.
@@ -223,10 +227,10 @@ def _enforce_configs(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
     deadline = time.monotonic() + CONFIG_WAIT_SECONDS
     for name, result in altered.items():
         if result != "OK":
-            setting = ", ".join(f"{k}={v}" for k, v in changes[name].items())
+            key, value = next(iter(changes[name].items()))
             raise ScalperError(
-                f"topic {name} must have {setting} and the cluster refused to change it "
-                f"({result}); a worker would judge bars by the producer's clock"
+                f"topic {name} must have {key}={value} and the cluster refused to change it "
+                f"({result}): {ENFORCED_CONFIGS[key]}"
             )
     while _config_differences(admin, changes):
         if time.monotonic() > deadline:
