@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from scalper.kafka.clients import read_topic
 from scalper.kafka.messages import Control, decode_control
 from scalper.kafka.topics import CONTROL, ensure_topics
 from scalper.ledger import Ledger
+from scalper.ops.context import Operations
+from scalper.ops.procedures import eod_watch_at
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
 
@@ -121,3 +124,10 @@ def trade_by_hand(gateway: FakeGateway, action: str, quantity: int) -> None:
             ib.sleep(0.02)
     finally:
         ib.disconnect()
+
+
+def watch_time(config: Path) -> time:
+    """Today's EOD watch time of `config`: a run scheduled then checks whatever the clock says
+    (a run by hand checks only from then to the session's end)."""
+    ops = Operations.load(str(config))
+    return eod_watch_at(ops.cfg, ops.session_date())

@@ -9,6 +9,7 @@ ledger, a real stream worker process, and Telegram as a local HTTP recorder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -56,7 +57,15 @@ from scalper.store import mark_partition, stage_root, write_bars_partitioned
 from tests import ops_support
 from tests.fakes.http_recorder import HttpRecorder
 from tests.fakes.tws import FakeGateway
-from tests.ops_support import ACCOUNT, SYMBOL, TOKEN, OpsWorld, make_world, trade_by_hand
+from tests.ops_support import (
+    ACCOUNT,
+    SYMBOL,
+    TOKEN,
+    OpsWorld,
+    make_world,
+    trade_by_hand,
+    watch_time,
+)
 from tests.shared import SCALPER, run, write_approved
 
 gateway_options = ops_support.gateway_options
@@ -219,7 +228,8 @@ def test_session_open_agrees_when_broker_and_ledger_do(ibkr_world: OpsWorld) -> 
 def test_the_eod_watchdog_flattens_and_alerts(ibkr_world: OpsWorld) -> None:
     assert ibkr_world.gateway is not None
     trade_by_hand(ibkr_world.gateway, "BUY", 1)
-    result = eod_watchdog(config=str(ibkr_world.config))
+    at = f"{watch_time(ibkr_world.config):%H:%M}"  # as scheduled, whatever the clock says
+    result = eod_watchdog(config=str(ibkr_world.config), at=at)
     assert result == {
         "positions": {SYMBOL: 1}, "remaining": {}, "flat": True, "flattened_at_broker": True,
         "due": True,
@@ -227,7 +237,7 @@ def test_the_eod_watchdog_flattens_and_alerts(ibkr_world: OpsWorld) -> None:
     assert ibkr_world.gateway.position("MESM4") == 0
     [alert] = ibkr_world.alerts()
     assert "EOD watchdog" in alert and "flattened at the broker" in alert
-    assert eod_watchdog(config=str(ibkr_world.config))["positions"] == {}  # flat: all quiet
+    assert eod_watchdog(config=str(ibkr_world.config), at=at)["positions"] == {}  # all quiet
     assert len(ibkr_world.alerts()) == 1
 
 
@@ -242,7 +252,7 @@ def test_the_eod_watchdog_and_session_open_alert_when_they_cannot_see_the_broker
     broker = {"kind": "ibkr", "port": free_port(), "account": "${IB_ACCOUNT}"}
     world = make_world(tmp_path, monkeypatch, kafka_broker, telegram, broker=broker)
     with pytest.raises(ScalperError, match="connect"):
-        procedures.eod_check(Operations.load(str(world.config)))
+        procedures.eod_check(Operations.load(str(world.config)), watch_time(world.config))
     with pytest.raises(ScalperError, match="connect"):  # the same at session open
         procedures.session_open(Operations.load(str(world.config)))
     eod, session = world.alerts()
@@ -261,7 +271,8 @@ def test_no_operation_reports_on_a_data_directory_no_worker_ran_in(
     world = make_world(tmp_path, monkeypatch, kafka_broker, telegram)
     shutil.rmtree(world.home / "stream")
     ops = Operations.load(str(world.config))
-    for operation in (procedures.session_open, procedures.eod_check, daily_summary):
+    watchdog = functools.partial(procedures.eod_check, scheduled_at=watch_time(world.config))
+    for operation in (procedures.session_open, watchdog, daily_summary):
         with pytest.raises(ScalperError, match=f"no ledger at {world.home}/stream/ledger.sqlite"):
             operation(ops)
     assert not (world.home / "stream").exists()
@@ -526,11 +537,16 @@ def scalper_isolated(world: OpsWorld, user_home: Path, *args: str) -> subprocess
     return proc
 
 
-def test_ops_run_runs_a_flow_once_on_the_local_server(world: OpsWorld, tmp_path: Path) -> None:
+def on_the_local_server(world: OpsWorld) -> None:
+    """The world's configuration, with the test session's Prefect server as its local one."""
     port = int(PREFECT_API_URL.value().rsplit(":", 1)[1].split("/")[0])
     config = yaml.safe_load(world.config.read_text())
     config["ops"]["prefect_port"] = port
     world.config.write_text(yaml.safe_dump(config))
+
+
+def test_ops_run_runs_a_flow_once_on_the_local_server(world: OpsWorld, tmp_path: Path) -> None:
+    on_the_local_server(world)
     proc = scalper_isolated(world, tmp_path / "user", "ops", "run", "daily-summary")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -541,6 +557,20 @@ def test_ops_run_runs_a_flow_once_on_the_local_server(world: OpsWorld, tmp_path:
     assert any(r.parameters.get("config") == str(world.config) for r in runs), [
         r.parameters for r in runs
     ]
+
+
+def test_a_flow_refused_for_a_user_mistake_is_one_line(world: OpsWorld, tmp_path: Path) -> None:
+    """`ops run` of a flow that refuses (the summary in a data directory no worker ran in, the
+    watchdog by hand outside its window) prints the reason as one line, exit 2, and Prefect's
+    log of the failed run carries no traceback."""
+    on_the_local_server(world)
+    shutil.rmtree(world.home / "stream")
+    proc = scalper_isolated(world, tmp_path / "user", "ops", "run", "daily-summary")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("scalper: error: ")]
+    [error] = errors
+    assert error.startswith(f"scalper: error: no ledger at {world.home}/stream/ledger.sqlite")
 
 
 @pytest.mark.slow

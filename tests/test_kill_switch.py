@@ -20,6 +20,7 @@ from ib_async import IB, Future, LimitOrder, MarketOrder
 
 from scalper.brokers import OrderIntent
 from scalper.brokers.paper import PaperBroker
+from scalper.errors import ScalperError
 from scalper.kafka.broker import KafkaBroker, free_port
 from scalper.kafka.messages import Bar
 from scalper.ledger import Ledger
@@ -333,7 +334,7 @@ def test_the_eod_watchdog_flattens_paper_without_halting_the_worker(
     paper_long(paper_world)
     since = time.time_ns()
     ops = Operations.load(str(paper_world.config))
-    result = procedures.eod_check(ops)
+    result = procedures.eod_check(ops, ops_support.watch_time(paper_world.config))
     assert result.positions == {SYMBOL: 1}
     assert result.remaining == {SYMBOL: 1}  # no worker, no bar: the order waits, alerted
     assert not [c for c in paper_world.controls() if c.issued_at >= since]
@@ -344,6 +345,20 @@ def test_the_eod_watchdog_flattens_paper_without_halting_the_worker(
         assert fill.reason == "kill" and ledger.position(SYMBOL) == 0
     [alert] = paper_world.alerts()
     assert "EOD watchdog: MES +1 still open" in alert and "STILL OPEN" in alert
+
+
+def test_the_eod_watchdog_run_by_hand_waits_for_its_watch_time(paper_world: OpsWorld) -> None:
+    """By hand at 11:00 New York the watchdog would cancel every order and close the positions
+    the engine holds mid-session: refused, nothing sent. From the watch time on, it checks."""
+    paper_long(paper_world)
+    ops = Operations.load(str(paper_world.config))
+    eleven = T0 + 90 * MINUTE  # 2024-06-03 11:00 New York
+    with pytest.raises(ScalperError, match=r"watches from 16:27 to 18:00 .* not at 11:00"):
+        procedures.eod_check(ops, now_ns=eleven)
+    with ops.ledger() as ledger:
+        assert ledger.working_order(SYMBOL) is None and ledger.position(SYMBOL) == 1
+    assert paper_world.alerts() == []
+    assert procedures.eod_check(ops, now_ns=eleven + 330 * MINUTE).positions == {SYMBOL: 1}
 
 
 def test_a_running_paper_worker_books_the_kill_switchs_close_as_a_kill_exit(

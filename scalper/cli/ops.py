@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -147,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.update(env)
     from flows.operations import FLOWS, KillNotConfirmed
 
+    logging.getLogger("prefect.flow_runs").addFilter(_no_traceback_for_user_errors)
     try:
         result = FLOWS[args.flow](config=args.config)
     except KillNotConfirmed as exc:
@@ -161,6 +163,16 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _no_traceback_for_user_errors(record: logging.LogRecord) -> bool:
+    """A flow run's log of its failure keeps its line but loses the traceback when the cause is
+    a user mistake (`ScalperError`): `ops run` prints that as its one-line error."""
+    from scalper.errors import ScalperError
+
+    if record.exc_info and isinstance(record.exc_info[1], ScalperError):
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:

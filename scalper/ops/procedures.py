@@ -49,6 +49,7 @@ from pathlib import Path
 from time import time_ns
 from typing import Any, Literal
 
+from scalper.calendar import SessionClock
 from scalper.config import Config
 from scalper.engine import early_closes, session_times
 from scalper.errors import ScalperError
@@ -264,15 +265,29 @@ def eod_watch_times(cfg: Config, today: date, days: int = 400) -> list[time]:
     return [regular, *sorted({eod_watch_at(cfg, s) for s in sessions} - {regular})]
 
 
-def eod_check(ops: Operations, scheduled_at: time | None = None) -> Flattening:
+def eod_check(
+    ops: Operations, scheduled_at: time | None = None, now_ns: int | None = None
+) -> Flattening:
     """At `flatten_at` + grace: flat, or flattened at the broker now (and a critical alert).
 
     `scheduled_at` (a scheduled run's time): nothing is done unless it is today's session's watch
-    time; a run by hand (None) always checks.
+    time. A run by hand (None) checks from today's watch time to `session_end`, and is refused
+    before: during the session the positions are the engine's to hold, and the watchdog would
+    cancel every order at the broker and close them (`scalper kill` is the way to flatten now).
     """
-    session = ops.session_date()
-    if scheduled_at is not None and scheduled_at != eod_watch_at(ops.cfg, session):
+    session = ops.session_date(now_ns)
+    watch_at = eod_watch_at(ops.cfg, session)
+    if scheduled_at is not None and scheduled_at != watch_at:
         return Flattening({}, due=False)
+    if scheduled_at is None:
+        cfg = ops.cfg.session
+        now = SessionClock(cfg.timezone, cfg.session_end).local(now_ns or time_ns()).time()
+        if not watch_at <= now < cfg.session_end:
+            raise ScalperError(
+                f"the EOD watchdog watches from {watch_at:%H:%M} to {cfg.session_end:%H:%M} "
+                f"({cfg.timezone}) today, not at {now:%H:%M}: the session's positions are the "
+                "engine's until then; use `scalper kill` to flatten now"
+            )
     view = ops.broker()
     try:
         before = view.snapshot()
