@@ -306,6 +306,13 @@ class Ledger:
             (symbol, reason, reason),
         )
 
+    def halted_symbols(self) -> list[str]:
+        """Every symbol halted now (a kill of all halts what any configuration traded)."""
+        rows = self._execute(
+            "SELECT symbol FROM symbols WHERE halt_reason IS NOT NULL ORDER BY symbol"
+        )
+        return [row[0] for row in rows.fetchall()]
+
     def clear_halt(self, symbol: str) -> None:
         """Lift the halt of `symbol` (`resume`, the manual reset): entries pass the sink again."""
         self._execute("UPDATE symbols SET halt_reason = NULL WHERE symbol = ?", (symbol,))

@@ -449,3 +449,9 @@ def test_all_also_kills_what_a_worker_of_another_configuration_holds(
         exchange = PaperBroker(ledger, {"MNQ": symbol_params(ops.cfg, "MNQ")})
         [fill] = exchange.on_bar("MNQ", bar(T0 + 2 * MINUTE, symbol="MNQ"))
         assert fill.reason == "kill" and ledger.position("MNQ") == 0
+    # ... and a resume of all lifts what the kill of all halted: MNQ, now flat, too (else a
+    # worker started for it later stays halted with no command that names it)
+    code, output = scalper(paper_world, "resume", "--all", "--reason", "all clear")
+    assert code == 0, output
+    with ops.ledger() as ledger:
+        assert ledger.halt_reason(SYMBOL) is None and ledger.halt_reason("MNQ") is None

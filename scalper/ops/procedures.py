@@ -503,7 +503,9 @@ def resume(ops: Operations, reason: str, symbols: Sequence[str] | None = None) -
     assert control is not None
     if ops.settings.ledger_path.is_file():
         with ops.ledger() as ledger, ledger.transaction():
-            for symbol in targets:
+            # all: also what a kill of all halted under another configuration's symbols
+            lifted = set(targets) | set(ledger.halted_symbols() if symbols is None else ())
+            for symbol in lifted:
                 ledger.clear_halt(symbol)
     ops.alerter.send(f"Entries resumed ({', '.join(targets)}): {reason}", "info")
     return control
