@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -367,6 +368,23 @@ def _trade(entry_ts: int, pnl: float) -> dict[str, object]:
         "entry_ts": entry_ts, "exit_ts": entry_ts + 60 * NS, "side": "long", "qty": 1,
         "entry_price": 5000.0, "exit_price": 5002.5, "pnl": pnl, "exit_reason": "signal",
     }  # fmt: skip
+
+
+def test_the_daily_summary_in_the_evening_is_the_session_that_just_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker,
+    telegram: HttpRecorder,
+) -> None:  # fmt: skip
+    """Run at 19:00 New York (by hand, or an `ops.summary_at` after the close), the summary was
+    of the session that began at 18:00 — tomorrow's, empty: "P&L +0.00 over 0 trades"."""
+    world = make_world(tmp_path, monkeypatch, kafka_broker, telegram)
+    ops = Operations.load(str(world.config))
+    ten_am = 1_717_423_200 * NS  # 2024-06-03 10:00 New York
+    with ops.ledger() as ledger:
+        ledger.record_trade("fill-0", SYMBOL, _trade(ten_am, 7.5))
+    summary, page = daily_summary(ops, now_ns=ten_am + 9 * 3600 * NS)  # 19:00 New York
+    assert summary.session == date(2024, 6, 3) and summary.trade_count == 1
+    assert page.name == "2024-06-03.html"
+    assert daily_summary(ops, now_ns=ten_am)[0].session == date(2024, 6, 3)  # during it too
 
 
 def test_the_stream_supervisor_restarts_a_worker_that_died(world: OpsWorld) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -139,9 +140,19 @@ def build_summary(ops: Operations, session: date) -> DailySummary:
     return DailySummary(session, trades, events, quality, positions, commissions)
 
 
-def daily_summary(ops: Operations, session: date | None = None) -> tuple[DailySummary, Path]:
-    """Build the summary of `session` (default: the current one), write its page, alert."""
-    summary = build_summary(ops, session or ops.session_date())
+def daily_summary(
+    ops: Operations, session: date | None = None, now_ns: int | None = None
+) -> tuple[DailySummary, Path]:
+    """Build the summary of `session`, write its page, alert.
+
+    The default is the session of today's date in the session's time zone: the one trading
+    now, or — from `session_end` on, when the next one has begun with nothing traded yet — the
+    one that just ended, which is what a summary run in the evening (by hand, or at an
+    `ops.summary_at` after the close) is about; not tomorrow's, empty ("P&L 0 over 0 trades").
+    """
+    local = ZoneInfo(ops.cfg.session.timezone)
+    today = datetime.fromtimestamp((now_ns or time.time_ns()) / NS, local).date()
+    summary = build_summary(ops, session or today)
     page = subdir("reports") / "daily" / f"{summary.session}.html"
     page.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(page) as fh:
