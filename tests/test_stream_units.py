@@ -329,6 +329,11 @@ def test_a_bar_from_the_future_is_refused_and_the_market_goes_on(tmp_path: Path)
     assert state.last_ts == minute(3).ts and not events
     state, events = desk.step(state, published(minute(4), 5, now + 60 * NS - 2 * NS))  # skew
     assert state.last_ts == minute(4).ts and not events
+    # A feed of 5-second bars to a worker told they last a minute: each bar on the minute
+    # grid was taken as a whole minute; published 5 s after its start, it is refused instead.
+    (letter,) = desk.step(state, published(minute(5), 6, minute(5).ts + 5 * NS))[1]
+    assert "closes 55 s after it was published" in letter[2].decode()
+    assert "or bars shorter than stream.source_bar_seconds = 60" in letter[2].decode()
 
 
 def published(bar: Bar, offset: int, at: int | None) -> Inbound:

@@ -192,7 +192,8 @@ class Desk:
             return (
                 f"bar age: the bar at {_when(bar)} closes {-age / NS_PER_SECOND:,.0f} s after it "
                 f"was published ({iso_utc(now)}): a bar from the future, not the market (a "
-                "wrong clock or time at the producer)"
+                "wrong clock or time at the producer, or bars shorter than "
+                f"stream.source_bar_seconds = {self.settings.source_seconds})"
             )
         limit = self._max_age_ns // NS_PER_SECOND
         return (
