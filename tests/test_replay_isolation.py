@@ -31,7 +31,7 @@ from scalper.kafka.messages import (
     encode_bar,
     encode_control,
 )
-from scalper.kafka.topics import LIVE
+from scalper.kafka.topics import LIVE, Namespace
 from scalper.ledger import Ledger
 from scalper.live.settings import LiveSettings
 from scalper.live.worker import end_offsets, prepare_run, running_workers, start_worker, stop_worker
@@ -262,3 +262,29 @@ def test_a_replay_leaves_the_broker_it_started_up_when_the_live_worker_reads_it(
         worker.kill()
         worker.wait()
         KafkaBroker.for_bootstrap(bootstrap).stop()
+
+
+def test_replays_started_in_the_same_microsecond_get_folders_of_their_own(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run folder names the replay's ledger and topics: a second replay of the same
+    microsecond ended in a FileExistsError traceback (or, with exist_ok, would share them)."""
+    from datetime import UTC, datetime
+
+    from scalper.live import replay
+
+    instant = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return instant
+
+    monkeypatch.setattr(replay, "datetime", Frozen)
+    folders = [replay._new_run_dir("MES") for _ in range(3)]
+    assert [f.name for f in folders] == [
+        "MES-20260102T030405678901",
+        "MES-20260102T030405678901-1",
+        "MES-20260102T030405678901-2",
+    ]
+    assert all(Namespace.of_replay(f.name) for f in folders)  # each names topics of its own

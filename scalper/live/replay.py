@@ -195,10 +195,20 @@ def _end_to_end(
 
 
 def _new_run_dir(symbol: str) -> Path:
+    """A run folder no other replay has: named by the time, and by a count after it when
+    another replay started in the same microsecond (its folder, ledger and topics are its own)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    path = paths.subdir("stream") / "replays" / f"{symbol}-{stamp}"
-    path.mkdir(parents=True)
-    return path
+    replays = paths.subdir("stream") / "replays"
+    replays.mkdir(exist_ok=True)
+    attempt = 0
+    while True:
+        path = replays / (f"{symbol}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            path.mkdir()
+        except FileExistsError:
+            attempt += 1
+            continue
+        return path
 
 
 def _start(settings: LiveSettings) -> subprocess.Popen[bytes]:
