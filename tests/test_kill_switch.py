@@ -278,6 +278,23 @@ def test_a_paper_kill_without_a_ledger_confirms_nothing(paper_world: OpsWorld) -
     assert not (paper_world.home / "stream").exists()
 
 
+def test_a_kill_with_an_unreadable_ledger_still_tells_the_stream(paper_world: OpsWorld) -> None:
+    """A ledger that is not a database (a bad restore, a disk fault) stopped the kill with a
+    traceback before anything was done; now its paths that need the ledger say why not, and
+    the stream is told. `status` says it in one line."""
+    ledger = paper_world.home / "stream" / "ledger.sqlite"
+    ledger.write_bytes(b"not a database " * 100)
+    code, output = scalper(paper_world, "kill", "--all", "--reason", "bad ledger")
+    assert code == 1, output
+    assert f"halt: NOT recorded in the ledger (the ledger {ledger} cannot be read" in output
+    assert f"{SYMBOL}: NOT FLAT — NOT confirmed" in output
+    assert "stream: told (kill on control)" in output
+    code, output = scalper(paper_world, "status")
+    assert code == 2 and output.strip() == (
+        f"scalper: error: the ledger {ledger} cannot be read: file is not a database"
+    )
+
+
 def test_a_paper_kill_cancels_a_working_entry(paper_world: OpsWorld) -> None:
     ops = Operations.load(str(paper_world.config))
     entry = OrderIntent(f"{SYMBOL}-2024-06-03-0001", SYMBOL, "2024-06-03", 1, "BUY", 1, "entry",

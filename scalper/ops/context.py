@@ -8,6 +8,7 @@ trades with (`broker`), and the alert channels.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,11 +75,19 @@ class Operations:
     @contextmanager
     def ledger(self) -> Iterator[Ledger]:
         """The stream worker's ledger (a connection of our own, closed after the block); never
-        created (`require_ledger`)."""
+        created (`require_ledger`). A ledger that cannot be read (not a database, locked past
+        the timeout) is a `ScalperError` naming it, in the block too: the kill switch reports
+        it and carries on with its other paths, the other commands print one line."""
         self.require_ledger()
-        ledger = Ledger(self.settings.ledger_path)
+        path = self.settings.ledger_path
+        try:
+            ledger = Ledger(path)
+        except sqlite3.Error as exc:
+            raise ScalperError(f"the ledger {path} cannot be read: {exc}") from None
         try:
             yield ledger
+        except sqlite3.Error as exc:
+            raise ScalperError(f"the ledger {path} cannot be read: {exc}") from None
         finally:
             ledger.close()
 

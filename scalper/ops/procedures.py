@@ -415,8 +415,11 @@ def _exposed_elsewhere(ops: Operations, configured: tuple[str, ...]) -> tuple[st
 
     if not ops.settings.ledger_path.is_file():
         return ()
-    with ops.ledger() as ledger:
-        exposed = ledger.exposed_symbols()
+    try:
+        with ops.ledger() as ledger:
+            exposed = ledger.exposed_symbols()
+    except ScalperError:  # reported by the halt's path; the configured symbols are killed
+        return ()
     return tuple(s for s in exposed if s not in configured and s in INSTRUMENTS)
 
 
@@ -431,7 +434,7 @@ def _record_halt(ops: Operations, symbols: tuple[str, ...], reason: str) -> str:
                 ledger.record_risk_event(
                     f"{symbol}-kill-{time_ns()}", symbol, "kill", f"kill switch: {reason}"
                 )
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, ScalperError) as exc:
         return f"NOT recorded in the ledger ({exc})"
     return "recorded in the ledger"
 
