@@ -199,3 +199,18 @@ def test_a_file_naming_another_instrument_is_refused_before_it_is_traded(
     lower = tmp_path / "mes.csv"
     write_bars(start_stamped.with_columns(symbol=pl.lit("mes")), lower)
     assert main(["data", "import", str(lower), "--symbol", "MES"]) == 0
+
+
+def test_research_on_a_file_records_the_configured_instruments_spelling(
+    tmp_path: Path, start_stamped: pl.DataFrame
+) -> None:
+    """A file whose symbol column spells the instrument in lower case is the configured
+    instrument's; its research is recorded under the table's spelling, which session open
+    compares with (it took the file's `mes` before)."""
+    from scalper.cli import build_parser
+    from scalper.cli.research import _inputs
+
+    data = tmp_path / "mes.csv"
+    write_bars(start_stamped.head(100).with_columns(symbol=pl.lit("mes")), data)
+    args = build_parser().parse_args(["optimize", "--data", str(data)])
+    assert _inputs(args, "backtest_sessions")[2] == "MES"

@@ -74,9 +74,8 @@ def _inputs(args: argparse.Namespace, *windows: str) -> tuple[Config, pl.DataFra
     if args.data is not None:
         if args.start or args.end:
             raise ScalperError("--start and --end select stored sessions; use them with --symbol")
-        bars = read_bar_file(args.data, args, cfg)
-        symbol = bars.get_column("symbol")[0] if "symbol" in bars.columns else None
-        return cfg, bars, symbol or cfg.instrument.symbol
+        # A file of another instrument is refused there: these are the configured one's bars
+        return cfg, read_bar_file(args.data, args, cfg), cfg.instrument.symbol
     refuse_bar_file_options(args, "they say how to read a --data file, not the store")
     if args.symbol != cfg.instrument.symbol:  # its point value, costs and risk rules decide
         raise ScalperError(
