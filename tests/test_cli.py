@@ -79,7 +79,8 @@ def test_config_check_reports_every_problem_of_a_file_a_line_each(tmp_path: Path
     cfg = tmp_path / "live.yaml"
     cfg.write_text(
         "broker: {kind: ibkr, mode: live, port: 4001, account: U1234567}\n"
-        "risk: {stop_loss_ticks: 8, postion_size: 2}\nalerts: {webhook: 'https://hooks.example.com/x'}\n"
+        "risk: {stop_loss_ticks: 8, max_risk_per_trade: 30, postion_size: 2}\n"
+        "alerts: {webhook: 'https://hooks.example.com/x'}\n"
         "session: {calendar: CME_Equity, timezone: America/Chicago}\n"
     )
     proc = run("config", "check", str(cfg))
