@@ -71,8 +71,10 @@ def test_no_new_decision_while_an_order_is_in_flight_and_a_reject_releases_it() 
     s = series()
     i = feed_until_order(engine, s)
     assert all(engine.on_bar(*s.bar(j)) is None for j in range(i + 1, i + 30))
+    assert engine.order_in_flight() is True  # the trader's per-bar question, without state()
     assert engine.on_reject() is True
     assert engine.state()["order_in_flight"] is False
+    assert engine.order_in_flight() is False
     assert engine.on_reject() is False
 
 

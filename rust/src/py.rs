@@ -489,6 +489,12 @@ impl PyEngine {
         trade.map(|t| trade_dict(py, &t)).transpose()
     }
 
+    /// Whether an order decided here waits for its fill: the live trader asks at every bar,
+    /// so it is a plain flag, not the `state()` mapping.
+    fn order_in_flight(&self) -> bool {
+        self.inner.book.in_flight.is_some()
+    }
+
     /// The broker refused the order in flight.
     fn on_reject(&mut self) -> bool {
         self.inner.on_reject().is_some()

@@ -216,9 +216,15 @@ class Desk:
         if not 0 < bar.low <= bar.high < MAX_PRICE:
             return f"the bar at {_when(bar)} has prices outside (0, {MAX_PRICE:g})"
         tick = self.settings.params[state.symbol]["tick_size"]
-        prices = zip(PRICE_COLUMNS, (bar.open, bar.high, bar.low, bar.close), strict=True)
-        off_tick = ", ".join(f"{n} {p!r}" for n, p in prices if not is_on_tick(p, tick))
-        if off_tick:  # no order fills there: a feed or instrument mix-up, never a real trade
+        prices = (bar.open, bar.high, bar.low, bar.close)
+        if not (  # spelt out: this runs for every bar, and all four are on the grid
+            is_on_tick(prices[0], tick)
+            and is_on_tick(prices[1], tick)
+            and is_on_tick(prices[2], tick)
+            and is_on_tick(prices[3], tick)
+        ):  # no order fills there: a feed or instrument mix-up, never a real trade
+            named = zip(PRICE_COLUMNS, prices, strict=True)
+            off_tick = ", ".join(f"{n} {p!r}" for n, p in named if not is_on_tick(p, tick))
             return f"the bar at {_when(bar)} has prices off the {tick:g} tick grid: {off_tick}"
         if bar.volume >= MAX_VOLUME:
             return f"the bar at {_when(bar)} has a volume of {bar.volume}, beyond any real bar"
@@ -247,7 +253,7 @@ class Desk:
         (the broker has written that to the ledger): the engine stops waiting for its fill, at
         the bar where it first learned that, also when the bars are replayed after a crash."""
         order_id = state.last_order_id
-        if order_id is None or not state.engine.state()["order_in_flight"]:
+        if order_id is None or not state.engine.order_in_flight():
             return
         row = self.ledger.order(order_id)
         if row is None or row["status"] not in DROPPED_STATUSES:
