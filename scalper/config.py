@@ -435,6 +435,11 @@ class ResearchConfig(Section):
     exit_z: tuple[float, ...] = (0.0, 0.5, 1.0)
     stop_loss_ticks: tuple[int, ...] = setting((0, 8, 16), ge=0)
     take_profit_ticks: tuple[int, ...] = setting((0, 8, 16), ge=0)
+    # §4.9 axes; one value each by default, so the default grid is the one before them
+    stop_atr: tuple[float, ...] = setting((0.0,), ge=0)
+    target_atr: tuple[float, ...] = setting((0.0,), ge=0)
+    trail_ticks: tuple[int, ...] = setting((0,), ge=0)
+    max_risk_per_trade: tuple[float, ...] = setting((0.0,), ge=0)
     folds: int = setting(5, ge=1, le=50)
     in_sample_fraction: float = setting(0.7, gt=0, le=0.95)
     fold_mode: FoldMode = "rolling"
@@ -454,7 +459,17 @@ class ResearchConfig(Section):
                 yield axis, "lists a value twice (every grid point would run twice)"
 
 
-GRID_AXES = ("lookback", "entry_z", "exit_z", "stop_loss_ticks", "take_profit_ticks")
+GRID_AXES = (
+    "lookback",
+    "entry_z",
+    "exit_z",
+    "stop_loss_ticks",
+    "take_profit_ticks",
+    "stop_atr",
+    "target_atr",
+    "trail_ticks",
+    "max_risk_per_trade",
+)
 """The sweepable settings, named as in the engine (and as in the strategy and risk sections)."""
 
 

@@ -226,7 +226,7 @@ def sweep_grid(
 
 
 def _grid_schema() -> dict[str, pl.DataType]:
-    ints = {"lookback", "stop_loss_ticks", "take_profit_ticks"}
+    ints = {"lookback", "stop_loss_ticks", "take_profit_ticks", "trail_ticks"}
     return {axis: pl.Int64() if axis in ints else pl.Float64() for axis in GRID_AXES}
 
 

@@ -21,7 +21,13 @@ from scalper import research, store
 from scalper.backtest import run_backtest
 from scalper.bars import write_bars
 from scalper.calendar import with_session_columns
-from scalper.config import Config, config_from_dict, load_config, load_config_with_overrides
+from scalper.config import (
+    GRID_AXES,
+    Config,
+    config_from_dict,
+    load_config,
+    load_config_with_overrides,
+)
 from scalper.errors import DataError, ScalperError
 from scalper.report import publish
 from scalper.research import (
@@ -151,7 +157,7 @@ def test_sweep_has_one_row_per_set_with_every_metric_equal_to_a_backtest() -> No
     bars = simulated(30)
     sweep = run_sweep(bars, cfg)
     assert sweep.height == len(grid_params(cfg))
-    assert sweep.columns == ["set", *SMALL_GRID, *research.METRICS]
+    assert sweep.columns == ["set", *GRID_AXES, *research.METRICS]
     assert sweep.get_column("set").to_list() == list(range(sweep.height))
     row = sweep.row(5, named=True)
     metrics = run_backtest(bars, with_point(cfg, research.grid_point(row))).metrics
@@ -770,3 +776,61 @@ def test_cli_mistakes_are_one_line_errors(
 def test_nan_safe_headline() -> None:
     line = research.headline(metrics_from(np.empty(0), np.empty(0), 1000.0, math.nan))
     assert line == "0 trades, net 0.00, Sharpe n/a, profit factor n/a, max drawdown 0.0%"
+
+
+# --- §4.9 grid axes -----------------------------------------------------------------------------
+
+
+def test_grid_ranges_over_the_atr_trail_and_risk_axes_with_the_config_rules() -> None:
+    cfg = small_config(
+        lookback=[20],
+        entry_z=[2.0],
+        exit_z=[0.5],
+        stop_loss_ticks=[0, 8],
+        take_profit_ticks=[0],
+        stop_atr=[0.0, 2.0],
+        trail_ticks=[0, 12],
+        max_risk_per_trade=[0.0, 30.0],
+    )
+    grid = grid_params(cfg)
+    # stop_loss_ticks 8 with stop_atr 2 is refused by the risk section's own rule, with its reason.
+    assert len(grid) == 3 * 2 * 2
+    assert len(grid.excluded) == 2 * 2
+    assert all(
+        e.point["stop_loss_ticks"] == 8 and e.point["stop_atr"] == 2.0 for e in grid.excluded
+    )
+    assert all(any("stop_atr" in r for r in e.reasons) for e in grid.excluded)
+    assert {(p["stop_atr"], p["trail_ticks"], p["max_risk_per_trade"]) for p in grid.params} == {
+        (a, t, m) for a in (0.0, 2.0) for t in (0, 12) for m in (0.0, 30.0)
+    }
+
+
+def test_a_sweep_over_trail_ticks_trails_only_the_sets_with_a_trail() -> None:
+    cfg = small_config(
+        lookback=[20], entry_z=[1.5], exit_z=[0.0], take_profit_ticks=[0], trail_ticks=[0, 12]
+    )
+    bars = simulated(30)
+    sweep = run_sweep(bars, cfg)
+    assert sweep.get_column("trail_ticks").to_list() == [0, 12]
+    reasons = {
+        row["trail_ticks"]: set(
+            run_backtest(bars, with_point(cfg, research.grid_point(row)))
+            .trades.get_column("exit_reason")
+            .to_list()
+        )
+        for row in sweep.iter_rows(named=True)
+    }
+    assert "trail" not in reasons[0]
+    assert "trail" in reasons[12]
+
+
+def test_an_approved_set_with_atr_stops_loads_as_session_open_loads_it(tmp_path: Path) -> None:
+    point = {"lookback": 20, "entry_z": 2.0, "exit_z": 0.5, "stop_loss_ticks": 0}
+    point |= {"take_profit_ticks": 0, "stop_atr": 1.5, "target_atr": 3.0}
+    point |= {"trail_ticks": 6, "max_risk_per_trade": 40.0}
+    assert set(point) == set(GRID_AXES)
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump(research.config_overrides(point)))
+    loaded = load_config_with_overrides(None, overrides, env={})
+    assert (loaded.risk.stop_atr, loaded.risk.target_atr) == (1.5, 3.0)
+    assert (loaded.risk.trail_ticks, loaded.risk.max_risk_per_trade) == (6, 40.0)
