@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -118,18 +119,29 @@ class SessionOpen:
     approved_params: str | None  # the file sent for reload, None when none (or invalid)
 
 
+@contextmanager
+def _alert_on_failure(ops: Operations, alert: Callable[[Exception], str]) -> Iterator[None]:
+    """A critical alert (`alert(cause)`) when the block fails on the broker or the data
+    directory, then the failure as it was: a failed scheduled run alone tells nobody."""
+    try:
+        yield
+    except (ScalperError, OSError) as exc:
+        ops.alerter.send(alert(exc), "critical")
+        raise
+
+
 def session_open(ops: Operations, now_ns: int | None = None) -> SessionOpen:
     session = ops.session_date(now_ns)
-    try:
+    with _alert_on_failure(
+        ops,
+        lambda exc: (
+            f"Session open {session}: could NOT reconcile with the "
+            f"{ops.cfg.broker.kind} broker ({exc}); the approved parameters are not loaded; act "
+            "before the session trades"
+        ),
+    ):
         ops.require_ledger()  # nothing to reconcile with: the data directory is not the worker's
         snapshot = ops.broker().snapshot()
-    except (ScalperError, OSError) as exc:  # a failed run alone tells nobody
-        ops.alerter.send(
-            f"Session open {session}: could NOT reconcile with the {ops.cfg.broker.kind} broker "
-            f"({exc}); the approved parameters are not loaded; act before the session trades",
-            "critical",
-        )
-        raise
     with ops.ledger() as ledger:
         mismatches = reconcile(snapshot, ledger, ops.symbols)
         action = _handle_mismatches(ops, ledger, mismatches, session)
@@ -289,18 +301,17 @@ def eod_check(
                 "engine's until then; use `scalper kill` to flatten now"
             )
     view = ops.broker()
-    try:
+    with _alert_on_failure(
+        ops,
+        lambda exc: (
+            f"EOD watchdog could NOT check the positions at the {ops.cfg.broker.kind} "
+            f"broker ({exc}): they may stay open over the close; act now"
+        ),
+    ):
         before = view.snapshot()
         if before.flat:
             return Flattening({})
         after = view.flatten(ops.symbols, everything=True, timeout=KILL_WAIT)
-    except (ScalperError, OSError) as exc:  # a failed run alone tells nobody
-        ops.alerter.send(
-            f"EOD watchdog could NOT check the positions at the {ops.cfg.broker.kind} broker "
-            f"({exc}): they may stay open over the close; act now",
-            "critical",
-        )
-        raise
     flattening = Flattening(before.positions, after.positions)
     ops.alerter.send(
         f"EOD watchdog: {_positions(before.positions)} still open after "
